@@ -24,6 +24,7 @@ def _alias_source_folders() -> None:
         module = importlib.util.module_from_spec(spec)
         sys.modules[full_name] = module
         spec.loader.exec_module(module)
+        globals()[folder] = module
 
 
 _alias_source_folders()
