@@ -33,6 +33,7 @@ from sdbnn.checkpoints import CheckpointError, load_state_dict_file, save_weight
 from sdbnn.layers import SDConv2d, SEGate, StaticShift, set_ede  # noqa: E402
 from sdbnn.models import create_model, list_models  # noqa: E402
 from sdbnn.official import OfficialCheckpointError, from_official, official_layout  # noqa: E402
+from sdbnn.ops import backend  # noqa: E402
 from sdbnn.reference import ede_schedule  # noqa: E402
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "SDConv2d",
     "SEGate",
     "StaticShift",
+    "backend",
     "create_model",
     "ede_schedule",
     "from_official",

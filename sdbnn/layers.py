@@ -1,6 +1,7 @@
 """Modules of SD-BNN: the self-distribution binary convolution and its activation-shift gates.
 
-Modules only hold parameters and compose the math in `sdbnn.reference`.
+Modules only hold parameters and compose the ops (`sdbnn.ops`) and the math (`sdbnn.reference`); which
+implementation runs is decided in the op layer, never here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from sdbnn import reference
+from sdbnn import ops, reference
 
 ASD_MODES = ("dynamic", "static", "off")
 
@@ -130,7 +131,7 @@ class SDConv2d(nn.Module):
         alpha = self.alpha if self.wsd else None
         if not self.binary_weights:
             return self.weight if alpha is None else reference.wsd_shift_weight(self.weight, alpha)
-        return reference.weight_sign(self.weight, alpha, self.k, self.t, self.weight_surrogate, self.weight_scale)
+        return ops.weight_sign(self.weight, alpha, self.k, self.t, self.weight_surrogate, self.weight_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -138,7 +139,7 @@ class SDConv2d(nn.Module):
                 f"SDConv2d expects input (batch, {self.in_channels}, height, width), got {tuple(x.shape)}"
             )
         shift = self.gate(x) if self.gate is not None else None
-        binary_input = reference.act_sign(x, shift, self.k, self.t, self.act_surrogate)
+        binary_input = ops.act_sign(x, shift, self.k, self.t, self.act_surrogate)
         return F.conv2d(binary_input, self.effective_weight(), self.bias, self.stride, self.padding, self.dilation)
 
     def extra_repr(self) -> str:

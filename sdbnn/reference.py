@@ -115,6 +115,13 @@ def wsd_shift_weight(w: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return w + _per_out_channel(torch.sigmoid(alpha) * signed_mean, w)
 
 
+def wsd_alpha_grad(w: torch.Tensor, alpha: torch.Tensor, grad_shifted: torch.Tensor) -> torch.Tensor:
+    """Closed form of dL/d(alpha_c) = sigmoid'(alpha_c) · 0.01·mean(W_c) · Σ dL/dW'_c (what autograd gives above)."""
+    gate = torch.sigmoid(alpha)
+    signed_mean = WSD_MEAN_FRACTION * w.flatten(1).mean(1)
+    return gate * (1 - gate) * signed_mean * grad_shifted.flatten(1).sum(1)
+
+
 def weight_sign(
     w: torch.Tensor,
     alpha: torch.Tensor | None,

@@ -1,0 +1,181 @@
+"""Fused activation self-distribution sign: kernels and launchers.
+
+forward:  out = sign(x[b, c, h, w] + shift[b, c])
+backward: dx = g · surrogate'(x + shift) and d(shift)[b, c] = Σ_hw dx, in one pass that recomputes x + shift.
+
+NCHW and channels_last inputs are read in place (no layout copy); the outputs keep the input's layout. All math is
+fp32 whatever the storage dtype (fp32, bf16, fp16).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from sdbnn.kernels.surrogates import SURROGATE_CODES, sign, surrogate_derivative
+
+# The interpreter pays ~1 ms per program, so it gets larger tiles; on a GPU these sizes keep tiles register-resident.
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_ELEMENTS_PER_PROGRAM = 8192 if _INTERPRET else 2048
+_FORWARD_BLOCK = 8192 if _INTERPRET else 1024
+
+
+@triton.jit
+def _forward_kernel(
+    x_ptr, shift_ptr, out_ptr, n_elements, C, HW,
+    HAS_SHIFT: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
+):
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < n_elements
+    v = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if HAS_SHIFT:
+        if CHANNELS_LAST:
+            plane = (offsets // (HW * C)) * C + offsets % C
+        else:
+            plane = offsets // HW
+        v += tl.load(shift_ptr + plane, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offsets, sign(v).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _backward_planes_kernel(
+    g_ptr, x_ptr, shift_ptr, k_ptr, t_ptr, dx_ptr, dshift_ptr, n_planes, HW,
+    HAS_SHIFT: tl.constexpr, SURROGATE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_HW: tl.constexpr,
+):
+    """NCHW: each (b, c) plane is contiguous; a program owns BLOCK_P whole planes, so d(shift) is a register sum."""
+    planes = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    plane_mask = planes < n_planes
+    k = tl.load(k_ptr).to(tl.float32)
+    t = tl.load(t_ptr).to(tl.float32)
+    if HAS_SHIFT:
+        shift = tl.load(shift_ptr + planes, mask=plane_mask, other=0.0).to(tl.float32)
+    else:
+        shift = tl.zeros([BLOCK_P], dtype=tl.float32)
+    dshift = tl.zeros([BLOCK_P], dtype=tl.float32)
+    base = planes.to(tl.int64) * HW
+    for start in range(0, HW, BLOCK_HW):
+        cols = start + tl.arange(0, BLOCK_HW)
+        offsets = base[:, None] + cols[None, :]
+        mask = plane_mask[:, None] & (cols[None, :] < HW)
+        v = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32) + shift[:, None]
+        g = tl.load(g_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        dx = tl.where(mask, g * surrogate_derivative(v, k, t, SURROGATE), 0.0)
+        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        dshift += tl.sum(dx, axis=1)
+    if HAS_SHIFT:
+        tl.store(dshift_ptr + planes, dshift.to(dshift_ptr.dtype.element_ty), mask=plane_mask)
+
+
+@triton.jit
+def _backward_channels_last_kernel(
+    g_ptr, x_ptr, shift_ptr, k_ptr, t_ptr, dx_ptr, dshift_ptr, C, HW,
+    HAS_SHIFT: tl.constexpr, SURROGATE: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """channels_last: a program owns one sample and BLOCK_C channels, walks all H·W rows and sums over them."""
+    b = tl.program_id(0)
+    channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    channel_mask = channels < C
+    k = tl.load(k_ptr).to(tl.float32)
+    t = tl.load(t_ptr).to(tl.float32)
+    if HAS_SHIFT:
+        shift = tl.load(shift_ptr + b * C + channels, mask=channel_mask, other=0.0).to(tl.float32)
+    else:
+        shift = tl.zeros([BLOCK_C], dtype=tl.float32)
+    dshift = tl.zeros([BLOCK_C], dtype=tl.float32)
+    base = b.to(tl.int64) * HW * C
+    for start in range(0, HW, BLOCK_HW):
+        rows = start + tl.arange(0, BLOCK_HW)
+        offsets = base + rows[:, None].to(tl.int64) * C + channels[None, :]
+        mask = (rows[:, None] < HW) & channel_mask[None, :]
+        v = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32) + shift[None, :]
+        g = tl.load(g_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        dx = tl.where(mask, g * surrogate_derivative(v, k, t, SURROGATE), 0.0)
+        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        dshift += tl.sum(dx, axis=0)
+    if HAS_SHIFT:
+        tl.store(dshift_ptr + b * C + channels, dshift.to(dshift_ptr.dtype.element_ty), mask=channel_mask)
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True when x is stored NHWC and not also plain-contiguous (C = 1 or H·W = 1 make both hold)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def dense_layout(x: torch.Tensor) -> torch.Tensor:
+    """x itself when stored NCHW or NHWC; otherwise a contiguous copy (strided views are the only copies)."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
+
+
+def output_like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The op's output allocation: x's layout when dense (NCHW or NHWC), else NCHW. The fake uses it too."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return torch.empty_like(x, dtype=dtype)
+    return torch.empty(x.shape, dtype=dtype or x.dtype, device=x.device)
+
+
+def _check(x: torch.Tensor, shift: torch.Tensor | None) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"act_sign expects x of shape (batch, channels, height, width), got {tuple(x.shape)}")
+    if shift is not None and tuple(shift.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"shift has shape {tuple(shift.shape)}, expected (batch, channels) = {tuple(x.shape[:2])}")
+
+
+def forward(x: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+    _check(x, shift)
+    x = dense_layout(x)
+    out = output_like(x)
+    B, C, H, W = x.shape
+    if x.numel() == 0:
+        return out
+    shift_arg = shift.contiguous() if shift is not None else x
+    grid = (triton.cdiv(x.numel(), _FORWARD_BLOCK),)
+    _forward_kernel[grid](
+        x, shift_arg, out, x.numel(), C, H * W,
+        HAS_SHIFT=shift is not None, CHANNELS_LAST=is_channels_last(x), BLOCK=_FORWARD_BLOCK,
+    )
+    return out
+
+
+def backward(
+    grad: torch.Tensor, x: torch.Tensor, shift: torch.Tensor | None, k: torch.Tensor, t: torch.Tensor, surrogate: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dx, d(shift)); d(shift) is None when shift is None."""
+    _check(x, shift)
+    x = dense_layout(x)
+    channels_last = is_channels_last(x)
+    # g must walk the same memory order as x; it only differs when autograd hands over another layout.
+    grad = grad.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    dx = output_like(x)
+    dshift = torch.empty(shift.shape, dtype=shift.dtype, device=shift.device) if shift is not None else None
+    B, C, H, W = x.shape
+    HW = H * W
+    if x.numel() == 0:
+        if dshift is not None:
+            dshift.zero_()
+        return dx, dshift
+    shift_arg = shift.contiguous() if shift is not None else x
+    dshift_arg = dshift if dshift is not None else x
+    k, t = k.to(x.device), t.to(x.device)
+    code = SURROGATE_CODES[surrogate]
+    if channels_last:
+        block_c = min(triton.next_power_of_2(C), 128)
+        block_hw = max(1, min(triton.next_power_of_2(HW), _ELEMENTS_PER_PROGRAM // block_c))
+        grid = (B, triton.cdiv(C, block_c))
+        _backward_channels_last_kernel[grid](
+            grad, x, shift_arg, k, t, dx, dshift_arg, C, HW,
+            HAS_SHIFT=shift is not None, SURROGATE=code, BLOCK_HW=block_hw, BLOCK_C=block_c,
+        )
+    else:
+        block_hw = min(triton.next_power_of_2(HW), 1024 if not _INTERPRET else _ELEMENTS_PER_PROGRAM)
+        block_p = max(1, _ELEMENTS_PER_PROGRAM // block_hw)
+        grid = (triton.cdiv(B * C, block_p),)
+        _backward_planes_kernel[grid](
+            grad, x, shift_arg, k, t, dx, dshift_arg, B * C, HW,
+            HAS_SHIFT=shift is not None, SURROGATE=code, BLOCK_P=block_p, BLOCK_HW=block_hw,
+        )
+    return dx, dshift

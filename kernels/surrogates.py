@@ -1,0 +1,34 @@
+"""Triton device functions shared by the SD-BNN kernels: torch.sign and the surrogate derivatives.
+
+Mirrors `sdbnn.reference.surrogate_derivative`; the codes below follow `reference.SURROGATES`.
+"""
+
+import triton
+import triton.language as tl
+
+from sdbnn.reference import SURROGATES
+
+SURROGATE_CODES = {name: code for code, name in enumerate(SURROGATES)}  # ede 0, approx 1, clip 2, ste 3
+
+
+@triton.jit
+def sign(v):
+    # v is 0 (or NaN) in the last branch, so this is torch.sign exactly: sign(0) = 0.
+    return tl.where(v > 0, 1.0, tl.where(v < 0, -1.0, v))
+
+
+@triton.jit
+def surrogate_derivative(v, k, t, SURROGATE: tl.constexpr):
+    """d sign(v)/dv in fp32; k and t are fp32 scalars (used by EDE only)."""
+    if SURROGATE == 0:
+        # k·t·(1 − tanh²(t·v)) with 1 − tanh²(z) = 4e / (1 + e)², e = exp(−2|z|): overflow-free, and
+        # the interpreter has no libdevice tanh.
+        e = tl.exp(-2.0 * tl.abs(t * v))
+        derivative = k * t * (4.0 * e / ((1.0 + e) * (1.0 + e)))
+    elif SURROGATE == 1:
+        derivative = tl.where((v >= -1.0) & (v < 1.0), 2.0 - 2.0 * tl.abs(v), 0.0)
+    elif SURROGATE == 2:
+        derivative = tl.where(tl.abs(v) <= 1.0, 1.0, 0.0)
+    else:
+        derivative = v * 0.0 + 1.0
+    return derivative

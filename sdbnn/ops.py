@@ -1,0 +1,199 @@
+"""The op layer: SD-BNN's two fused ops as torch.library custom ops, and the one place that picks an implementation.
+
+    torch.ops.sdbnn.act_sign(x, shift, k, t, surrogate)     -> sign(x + shift[b, c])
+    torch.ops.sdbnn.weight_sign(w, alpha, k, t, surrogate)  -> sign(w + sigmoid(alpha)·0.01·mean_c(w))
+
+plus their backward ops (``act_sign_backward``, ``weight_sign_backward``), each with a fake (meta) implementation
+and autograd registered, so torch.compile keeps them inside one graph. ``shift`` / ``alpha`` may be None (ASD / WSD
+off). ``k`` and ``t`` are 0-dim tensors so that changing them never recompiles.
+
+Dispatch: CUDA tensors run the Triton kernels in `sdbnn.kernels`; CPU tensors run the reference math (through
+autograd of `sdbnn.reference`, the single source of truth), or the Triton kernels when ``TRITON_INTERPRET=1`` so
+that tests exercise them. ``with sdbnn.backend("reference"):`` bypasses the ops for pure-autograd debugging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from sdbnn import reference
+
+BACKENDS = ("ops", "reference")
+_backend = "ops"
+
+try:  # triton ships with CUDA builds of torch; CPU-only installs run the reference math
+    from sdbnn.kernels import act_sign as _act_kernels
+    from sdbnn.kernels import weight_sign as _weight_kernels
+except ImportError:  # pragma: no cover - depends on the install
+    _act_kernels = _weight_kernels = None
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@contextlib.contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Choose how SD convs compute sign: "ops" (fused custom ops, the default) or "reference" (eager autograd)."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    previous, _backend = _backend, name
+    try:
+        yield
+    finally:
+        _backend = previous
+
+
+def current_backend() -> str:
+    return _backend
+
+
+def uses_triton(tensor: Tensor) -> bool:
+    """Whether the ops run Triton kernels for this tensor (CUDA, or CPU under TRITON_INTERPRET=1)."""
+    if _act_kernels is None:
+        return False
+    return tensor.is_cuda or (_INTERPRET and tensor.device.type == "cpu")
+
+
+def _empty_if_none(gradient: Tensor | None, like: Tensor) -> Tensor:
+    # custom ops return tensors only; an absent input's gradient travels as an empty tensor
+    return gradient if gradient is not None else like.new_empty(0)
+
+
+# --- act_sign ------------------------------------------------------------------------------------------------
+
+
+def _act_output_like(x: Tensor) -> Tensor:
+    if _act_kernels is not None:
+        return _act_kernels.output_like(x)
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("sdbnn::act_sign", mutates_args=())
+def _act_sign(x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor, surrogate: str) -> Tensor:
+    reference.check_surrogate(surrogate)
+    if uses_triton(x):
+        return _act_kernels.forward(x, shift)
+    shifted = x.float() if shift is None else x.float() + shift.float()[:, :, None, None]
+    return _act_output_like(x).copy_(torch.sign(shifted))
+
+
+@_act_sign.register_fake
+def _(x, shift, k, t, surrogate):
+    return _act_output_like(x)
+
+
+@torch.library.custom_op("sdbnn::act_sign_backward", mutates_args=())
+def _act_sign_backward(
+    grad: Tensor, x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor, surrogate: str
+) -> tuple[Tensor, Tensor]:
+    if uses_triton(x):
+        dx, dshift = _act_kernels.backward(grad, x, shift, k, t, surrogate)
+        return dx, _empty_if_none(dshift, x)
+    # The reference math in closed form (fp32), as the kernels compute it; autograd cannot run inside an op.
+    shifted = x.float() if shift is None else x.float() + shift.float()[:, :, None, None]
+    dx = grad.float() * reference.surrogate_derivative(shifted, surrogate, k, t)
+    dshift = None if shift is None else dx.sum(dim=(2, 3)).to(shift.dtype)
+    return _act_output_like(x).copy_(dx), _empty_if_none(dshift, x)
+
+
+@_act_sign_backward.register_fake
+def _(grad, x, shift, k, t, surrogate):
+    return _act_output_like(x), (torch.empty_like(shift) if shift is not None else x.new_empty(0))
+
+
+def _act_setup_context(ctx, inputs, output):
+    x, shift, k, t, surrogate = inputs
+    ctx.save_for_backward(x, shift, k, t)
+    ctx.surrogate = surrogate
+
+
+def _act_backward(ctx, grad):
+    x, shift, k, t = ctx.saved_tensors
+    dx, dshift = torch.ops.sdbnn.act_sign_backward(grad, x, shift, k, t, ctx.surrogate)
+    return dx, (dshift if shift is not None else None), None, None, None
+
+
+_act_sign.register_autograd(_act_backward, setup_context=_act_setup_context)
+
+
+# --- weight_sign ---------------------------------------------------------------------------------------------
+
+
+def _weight_output_like(w: Tensor) -> Tensor:
+    if _weight_kernels is not None:
+        return _weight_kernels.output_like(w)
+    return torch.empty_like(w)
+
+
+@torch.library.custom_op("sdbnn::weight_sign", mutates_args=())
+def _weight_sign(w: Tensor, alpha: Tensor | None, k: Tensor, t: Tensor, surrogate: str) -> Tensor:
+    reference.check_surrogate(surrogate)
+    if uses_triton(w):
+        return _weight_kernels.forward(w, alpha)
+    shifted = w.float() if alpha is None else reference.wsd_shift_weight(w.float(), alpha.float())
+    return _weight_output_like(w).copy_(torch.sign(shifted))
+
+
+@_weight_sign.register_fake
+def _(w, alpha, k, t, surrogate):
+    return _weight_output_like(w)
+
+
+@torch.library.custom_op("sdbnn::weight_sign_backward", mutates_args=())
+def _weight_sign_backward(
+    grad: Tensor, w: Tensor, alpha: Tensor | None, k: Tensor, t: Tensor, surrogate: str
+) -> tuple[Tensor, Tensor]:
+    if uses_triton(w):
+        dw, dalpha = _weight_kernels.backward(grad, w, alpha, k, t, surrogate)
+        return dw, _empty_if_none(dalpha, w)
+    shifted = w.float() if alpha is None else reference.wsd_shift_weight(w.float(), alpha.float())
+    dw = grad.float() * reference.surrogate_derivative(shifted, surrogate, k, t)
+    dalpha = None if alpha is None else reference.wsd_alpha_grad(w.float(), alpha.float(), dw).to(alpha.dtype)
+    return _weight_output_like(w).copy_(dw), _empty_if_none(dalpha, w)
+
+
+@_weight_sign_backward.register_fake
+def _(grad, w, alpha, k, t, surrogate):
+    return _weight_output_like(w), (torch.empty_like(alpha) if alpha is not None else w.new_empty(0))
+
+
+def _weight_setup_context(ctx, inputs, output):
+    w, alpha, k, t, surrogate = inputs
+    ctx.save_for_backward(w, alpha, k, t)
+    ctx.surrogate = surrogate
+
+
+def _weight_backward(ctx, grad):
+    w, alpha, k, t = ctx.saved_tensors
+    dw, dalpha = torch.ops.sdbnn.weight_sign_backward(grad, w, alpha, k, t, ctx.surrogate)
+    return dw, (dalpha if alpha is not None else None), None, None, None
+
+
+_weight_sign.register_autograd(_weight_backward, setup_context=_weight_setup_context)
+
+
+# --- what layers call ----------------------------------------------------------------------------------------
+
+
+def act_sign(x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor, surrogate: str) -> Tensor:
+    """sign(x + shift[b, c]) with the surrogate gradient, by the current backend."""
+    if _backend == "reference":
+        return reference.act_sign(x, shift, k, t, surrogate)
+    return torch.ops.sdbnn.act_sign(x, shift, k, t, surrogate)
+
+
+def weight_sign(
+    w: Tensor, alpha: Tensor | None, k: Tensor, t: Tensor, surrogate: str, scale: str = "none"
+) -> Tensor:
+    """sign(W') with W' the WSD-shifted weight (alpha None: unshifted), by the current backend.
+
+    Per-channel scales (ablations only) are not fused: they run the reference math on either backend.
+    """
+    if _backend == "reference" or scale != "none":
+        return reference.weight_sign(w, alpha, k, t, surrogate, scale)
+    return torch.ops.sdbnn.weight_sign(w, alpha, k, t, surrogate)
