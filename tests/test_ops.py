@@ -1,0 +1,240 @@
+"""Fused kernels and the op layer against the reference math (CPU, Triton interpreter)."""
+
+import contextlib
+
+import pytest
+import torch
+
+import sdbnn
+from sdbnn import ops, reference
+from sdbnn.kernels import act_sign as act_kernels
+from sdbnn.kernels import weight_sign as weight_kernels
+
+ACT_SHAPES = [(1, 3, 5, 7), (2, 5, 1, 1), (3, 24, 7, 7), (1, 1, 9, 9), (2, 17, 13, 11)]
+WEIGHT_SHAPES = [(1, 3, 3, 3), (5, 7, 1, 1), (16, 16, 3, 3), (24, 17, 5, 3), (3, 40)]
+# channels_last exists for 4-D weights only
+WEIGHT_CASES = [(shape, channels_last) for shape in WEIGHT_SHAPES for channels_last in [False, True][: 2 if len(shape) == 4 else 1]]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# fp32 matches the fp32 reference to rounding; bf16/fp16 store one rounding of the fp32 result (2^-8 / 2^-11 relative).
+TOLERANCE = {torch.float32: (1e-5, 1e-6), torch.bfloat16: (1.6e-2, 1e-5), torch.float16: (2e-3, 1e-6)}
+EDE_POINTS = [(torch.tensor(1000.0), torch.tensor(1e-3)), (torch.tensor(1.0), torch.tensor(2.5))]
+
+
+def nonzero_random(shape, dtype, scale=1.5):
+    x = (torch.rand(shape, dtype=torch.float64) * 2 - 1) * scale
+    return torch.where(x.abs() < 1e-3, torch.full_like(x, 0.25), x).to(dtype)
+
+
+@contextlib.contextmanager
+def poisoned_allocations():
+    """Every fresh float buffer starts as NaN, so an element a kernel forgets to write fails the comparison."""
+    empty_like, empty = torch.empty_like, torch.empty
+
+    def poison(tensor):
+        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+    torch.empty_like = lambda *args, **kwargs: poison(empty_like(*args, **kwargs))
+    torch.empty = lambda *args, **kwargs: poison(empty(*args, **kwargs))
+    try:
+        yield
+    finally:
+        torch.empty_like, torch.empty = empty_like, empty
+
+
+def derivative64(v, surrogate, k, t):
+    return reference.surrogate_derivative(v, surrogate, k.double(), t.double()).double() if surrogate != "ede" else (
+        k.double() * t.double() * (1 - torch.tanh(t.double() * v) ** 2)
+    )
+
+
+def assert_close(actual, expected, dtype, scale=1.0):
+    rtol, atol = TOLERANCE[dtype]
+    torch.testing.assert_close(actual.double(), expected, rtol=rtol, atol=atol * scale)
+
+
+@pytest.mark.parametrize("surrogate", reference.SURROGATES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("shape", ACT_SHAPES, ids=str)
+def test_act_sign_kernel_matches_reference(shape, channels_last, dtype, surrogate):
+    k, t = EDE_POINTS[1]
+    x = nonzero_random(shape, dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    shift = torch.rand(shape[:2], dtype=torch.float64).to(dtype)
+    grad = torch.randn(shape, dtype=torch.float64).to(dtype)
+    with poisoned_allocations():
+        out = act_kernels.forward(x, shift)
+        dx, dshift = act_kernels.backward(grad, x, shift, k, t, surrogate)
+    shifted = x.double() + shift.double()[:, :, None, None]
+    assert torch.equal(out.double(), torch.sign(shifted)) and out.dtype == dtype
+    assert out.stride() == x.stride() and dx.stride() == x.stride()  # layout kept, no copy
+    expected_dx = grad.double() * derivative64(shifted, surrogate, k, t)
+    assert_close(dx, expected_dx, dtype)
+    assert_close(dshift, expected_dx.sum(dim=(2, 3)), dtype, scale=shape[2] * shape[3])
+    if dtype == torch.float32:  # against the reference's own autograd, too
+        x_ref, shift_ref = x.clone().requires_grad_(), shift.clone().requires_grad_()
+        reference.act_sign(x_ref, shift_ref, k, t, surrogate).backward(grad)
+        torch.testing.assert_close(dx, x_ref.grad)
+        torch.testing.assert_close(dshift, shift_ref.grad)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_act_sign_kernel_without_shift_and_multi_block(channels_last, monkeypatch):
+    monkeypatch.setattr(act_kernels, "_ELEMENTS_PER_PROGRAM", 64)  # walk H·W in several blocks
+    monkeypatch.setattr(act_kernels, "_FORWARD_BLOCK", 64)
+    k, t = EDE_POINTS[0]
+    x = nonzero_random((2, 6, 11, 9), torch.float32)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    grad = torch.randn(x.shape)
+    shift = torch.rand(2, 6)
+    with poisoned_allocations():
+        assert torch.equal(act_kernels.forward(x, None), torch.sign(x))
+        dx, dshift = act_kernels.backward(grad, x, None, k, t, "ede")
+        dx_shifted, dshift_shifted = act_kernels.backward(grad, x, shift, k, t, "ede")
+    assert dshift is None
+    torch.testing.assert_close(dx, grad * reference.surrogate_derivative(x, "ede", k, t))
+    expected = grad * reference.surrogate_derivative(x + shift[:, :, None, None], "ede", k, t)
+    torch.testing.assert_close(dx_shifted, expected)
+    torch.testing.assert_close(dshift_shifted, expected.sum(dim=(2, 3)), rtol=1e-5, atol=1e-4)
+
+
+def test_act_sign_kernel_accepts_other_grad_layout_and_strided_views():
+    k, t = EDE_POINTS[1]
+    x = nonzero_random((2, 8, 6, 6), torch.float32).to(memory_format=torch.channels_last)
+    grad = torch.randn(x.shape)  # NCHW gradient for an NHWC input
+    shift = torch.rand(2, 8)
+    dx, _ = act_kernels.backward(grad, x, shift, k, t, "approx")
+    torch.testing.assert_close(dx, grad * reference.surrogate_derivative(x + shift[:, :, None, None], "approx"))
+    view = nonzero_random((2, 8, 12, 6), torch.float32)[:, :, ::2]  # neither NCHW- nor NHWC-dense
+    assert torch.equal(act_kernels.forward(view, shift), torch.sign(view + shift[:, :, None, None]))
+
+
+@pytest.mark.parametrize("surrogate", reference.SURROGATES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape,channels_last", WEIGHT_CASES, ids=str)
+def test_weight_sign_kernel_matches_reference(shape, channels_last, dtype, surrogate):
+    k, t = EDE_POINTS[1]
+    w = nonzero_random(shape, dtype, scale=0.3)
+    if channels_last:
+        w = w.to(memory_format=torch.channels_last)
+    alpha = torch.randn(shape[0], dtype=torch.float64).to(dtype)
+    grad = torch.randn(shape, dtype=torch.float64).to(dtype)
+    with poisoned_allocations():
+        out = weight_kernels.forward(w, alpha)
+        dw, dalpha = weight_kernels.backward(grad, w, alpha, k, t, surrogate)
+    w64, a64 = w.double(), alpha.double()
+    signed_mean = 0.01 * w64.flatten(1).mean(1)
+    shifted = w64 + (torch.sigmoid(a64) * signed_mean).view(-1, *[1] * (w.dim() - 1))
+    assert torch.equal(out.double(), torch.sign(shifted)) and out.stride() == w.stride()
+    expected_dw = grad.double() * derivative64(shifted, surrogate, k, t)
+    assert_close(dw, expected_dw, dtype)
+    gate = torch.sigmoid(a64)
+    expected_dalpha = gate * (1 - gate) * signed_mean * expected_dw.flatten(1).sum(1)
+    # d(alpha) is ~1e-5 here (it carries the 0.01·mean factor): fp16 holds such values as subnormals (step 6e-8).
+    assert_close(dalpha, expected_dalpha, dtype, scale=0.1 if dtype == torch.float16 else 0.01)
+    if dtype == torch.float32:
+        w_ref, a_ref = w.clone().requires_grad_(), alpha.clone().requires_grad_()
+        reference.weight_sign(w_ref, a_ref, k, t, surrogate).backward(grad)
+        torch.testing.assert_close(dw, w_ref.grad)
+        torch.testing.assert_close(dalpha, a_ref.grad, rtol=1e-5, atol=1e-9)
+
+
+def test_weight_sign_kernel_long_rows_and_no_alpha(monkeypatch):
+    monkeypatch.setattr(weight_kernels, "_TILE", 32)  # rows of 45 walked in two blocks, one row per program
+    k, t = EDE_POINTS[1]
+    w = nonzero_random((7, 5, 3, 3), torch.float32, scale=0.3)
+    alpha, grad = torch.randn(7), torch.randn(7, 5, 3, 3)
+    with poisoned_allocations():
+        out = weight_kernels.forward(w, alpha)
+        dw, dalpha = weight_kernels.backward(grad, w, alpha, k, t, "ede")
+        plain = weight_kernels.forward(w, None)
+        dw_plain, none = weight_kernels.backward(grad, w, None, k, t, "clip")
+    w_ref, a_ref = w.clone().requires_grad_(), alpha.clone().requires_grad_()
+    expected = reference.weight_sign(w_ref, a_ref, k, t, "ede")
+    expected.backward(grad)
+    assert torch.equal(out, expected.detach())
+    torch.testing.assert_close(dw, w_ref.grad)
+    torch.testing.assert_close(dalpha, a_ref.grad, rtol=1e-5, atol=1e-9)
+    assert torch.equal(plain, torch.sign(w)) and none is None
+    torch.testing.assert_close(dw_plain, grad * (w.abs() <= 1))
+
+
+def test_kernels_reject_bad_shapes():
+    with pytest.raises(ValueError, match="shift has shape"):
+        act_kernels.forward(torch.randn(2, 3, 4, 4), torch.rand(3, 2))
+    with pytest.raises(ValueError, match="alpha has shape"):
+        weight_kernels.forward(torch.randn(4, 3, 3, 3), torch.rand(3))
+
+
+# --- the op layer ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["triton", "cpu-reference"])
+def op_path(request, monkeypatch):
+    """Both CPU implementations of the ops: interpreted Triton kernels, and the reference math."""
+    monkeypatch.setattr(ops, "_INTERPRET", request.param == "triton")
+    assert ops.uses_triton(torch.zeros(1)) == (request.param == "triton")
+    return request.param
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("with_shift", [True, False], ids=["shift", "no-shift"])
+def test_ops_autograd_matches_reference_backend(op_path, channels_last, with_shift):
+    k, t = EDE_POINTS[1]
+    x = nonzero_random((2, 6, 5, 3), torch.float32)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    shift = torch.rand(2, 6) if with_shift else None
+    w, alpha = nonzero_random((4, 6, 3, 3), torch.float32, 0.3), torch.randn(4)
+    results = {}
+    for backend in ops.BACKENDS:
+        leaves = [tensor.clone().requires_grad_() if tensor is not None else None for tensor in (x, shift, w, alpha)]
+        xl, sl, wl, al = leaves
+        with sdbnn.backend(backend):
+            a = ops.act_sign(xl, sl, k, t, "ede")
+            b = ops.weight_sign(wl, al, k, t, "clip")
+        (torch.nn.functional.conv2d(a, b, padding=1) ** 2).sum().backward()
+        results[backend] = [a, b] + [leaf.grad for leaf in leaves if leaf is not None]
+        assert a.stride() == x.stride()
+    # The reference evaluates the official 1 − tanh² in fp32, which cancels where tanh → 1 (relative error up to
+    # ~1e-4 there); the kernels' exp form does not. Per element, both are checked against float64 above.
+    for got, expected in zip(results["ops"], results["reference"]):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_opcheck(op_path, channels_last):
+    k, t = EDE_POINTS[1]
+    x = nonzero_random((2, 5, 3, 4), torch.float32)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    shift = torch.rand(2, 5, requires_grad=True)
+    w = nonzero_random((4, 5, 3, 3), torch.float32, 0.3)
+    if channels_last:
+        w = w.to(memory_format=torch.channels_last)
+    w.requires_grad_()
+    alpha = torch.randn(4, requires_grad=True)
+    grad = torch.randn(x.shape)
+    cases = [
+        (torch.ops.sdbnn.act_sign.default, (x, shift, k, t, "ede")),
+        (torch.ops.sdbnn.act_sign.default, (x, None, k, t, "approx")),
+        (torch.ops.sdbnn.act_sign_backward.default, (grad, x.detach(), shift.detach(), k, t, "ede")),
+        (torch.ops.sdbnn.weight_sign.default, (w, alpha, k, t, "clip")),
+        (torch.ops.sdbnn.weight_sign.default, (w, None, k, t, "ede")),
+        (torch.ops.sdbnn.weight_sign_backward.default, (torch.randn(w.shape), w.detach(), alpha.detach(), k, t, "ede")),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+def test_backend_switch():
+    assert ops.current_backend() == "ops"
+    with sdbnn.backend("reference"):
+        assert ops.current_backend() == "reference"
+    assert ops.current_backend() == "ops"
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        with sdbnn.backend("cuda"):
+            pass
