@@ -1,7 +1,18 @@
 import os
+import sys
 
-# Triton's interpreter must be chosen before any kernel module is imported (and is inherited by subprocesses).
-os.environ.setdefault("TRITON_INTERPRET", "1")
+
+def pytest_configure(config):
+    # Triton picks interpreter or compiler when a kernel is defined, so this is decided before sdbnn is imported:
+    # CPU tests run the kernels interpreted; a `-m gpu` run compiles them for CUDA (the two cannot share a process).
+    markexpr = config.getoption("markexpr") or ""
+    gpu_run = "gpu" in markexpr and "not gpu" not in markexpr
+    if gpu_run:
+        if os.environ.get("TRITON_INTERPRET") == "1" or any(name.startswith("sdbnn") for name in sys.modules):
+            raise RuntimeError("run `-m gpu` without TRITON_INTERPRET=1: the GPU tests compile the Triton kernels")
+    else:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -1,0 +1,239 @@
+"""Benchmark the fused SD-BNN ops against the eager reference and torch.compile of the reference.
+
+    python benchmarks/kernels.py                 # CUDA: ResNet-20 (batch 128) and ResNet-18 (batch 256, 224 px) shapes
+    python benchmarks/kernels.py --quick         # CPU smoke run on tiny shapes (timings there mean nothing)
+
+Per op, shape, layout and dtype: forward and forward+backward time for each provider, achieved GB/s against the
+bytes the op must move, the fraction of the device's measured copy bandwidth, the ratio against each baseline
+measured in the same run, and peak memory of forward+backward (CUDA). Prints a table and writes
+``<out>/kernels-<device>-<date>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from sdbnn import ops, reference
+
+K, T = 1.0, 2.5  # EDE mid-schedule; the cost does not depend on them
+
+# (label, activation shape, weight shape, layout) of the layers the paper trains.
+FULL_CASES = [
+    ("resnet20.stage1", (128, 16, 32, 32), (16, 16, 3, 3), "nchw"),
+    ("resnet20.stage2", (128, 32, 16, 16), (32, 32, 3, 3), "nchw"),
+    ("resnet20.stage3", (128, 64, 8, 8), (64, 64, 3, 3), "nchw"),
+    ("resnet18.stage1", (256, 64, 56, 56), (64, 64, 3, 3), "nchw"),
+    ("resnet18.stage1", (256, 64, 56, 56), (64, 64, 3, 3), "nhwc"),
+    ("resnet18.stage2", (256, 128, 28, 28), (128, 128, 3, 3), "nhwc"),
+    ("resnet18.stage3", (256, 256, 14, 14), (256, 256, 3, 3), "nhwc"),
+    ("resnet18.stage4", (256, 512, 7, 7), (512, 512, 3, 3), "nchw"),
+    ("resnet18.stage4", (256, 512, 7, 7), (512, 512, 3, 3), "nhwc"),
+]
+QUICK_CASES = [
+    ("tiny.nchw", (2, 8, 9, 7), (8, 8, 3, 3), "nchw"),
+    ("tiny.nhwc", (2, 8, 9, 7), (8, 8, 3, 3), "nhwc"),
+]
+
+
+@dataclass
+class Row:
+    op: str
+    case: str
+    shape: list[int]
+    layout: str
+    dtype: str
+    provider: str
+    forward_ms: float
+    forward_backward_ms: float
+    bytes_forward: int
+    bytes_forward_backward: int
+    peak_memory_mb: float | None
+    gbps_forward: float = 0.0
+    gbps_forward_backward: float = 0.0
+    copy_fraction_forward_backward: float | None = None
+    speedup_vs: dict[str, float] = field(default_factory=dict)
+
+
+def time_ms(fn, device: torch.device, quick: bool) -> float:
+    """Median time of fn in milliseconds (CUDA: Triton's do_bench with L2 flushes; CPU: wall clock)."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        return do_bench(fn, warmup=25, rep=100, return_mode="median")
+    fn()
+    samples = []
+    for _ in range(2 if quick else 10):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(samples)
+
+
+def copy_bandwidth_gbps(device: torch.device, quick: bool) -> float:
+    """Measured device copy bandwidth (read + write bytes per second): the floor for element-wise ops."""
+    numel = (1 << 16) if quick else (1 << 28)
+    source = torch.empty(numel, dtype=torch.float32, device=device).uniform_()
+    target = torch.empty_like(source)
+    ms = time_ms(lambda: target.copy_(source), device, quick)
+    return 2 * source.numel() * source.element_size() / (ms * 1e6)
+
+
+def peak_memory_mb(fn, device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def _act_inputs(shape, layout, dtype, device):
+    x = (torch.rand(shape, device=device, dtype=torch.float32) * 2 - 1).to(dtype)
+    if layout == "nhwc":
+        x = x.to(memory_format=torch.channels_last)
+    shift = torch.rand(shape[:2], device=device, dtype=dtype)
+    return x, shift, torch.randn_like(x)
+
+
+def _weight_inputs(shape, layout, dtype, device):
+    w = (torch.randn(shape, device=device, dtype=torch.float32) * 0.1).to(dtype)
+    if layout == "nhwc":
+        w = w.to(memory_format=torch.channels_last)
+    alpha = torch.randn(shape[0], device=device, dtype=dtype)
+    return w, alpha, torch.randn_like(w)
+
+
+def providers(surrogate: str, op: str, device: torch.device) -> dict:
+    """name -> function(a, b, k, t) of the op; "fused" is the custom op (Triton on CUDA)."""
+    if op == "act_sign":
+        fused = lambda a, b, k, t: torch.ops.sdbnn.act_sign(a, b, k, t, surrogate)  # noqa: E731
+        eager = lambda a, b, k, t: reference.act_sign(a, b, k, t, surrogate)  # noqa: E731
+    else:
+        fused = lambda a, b, k, t: torch.ops.sdbnn.weight_sign(a, b, k, t, surrogate)  # noqa: E731
+        eager = lambda a, b, k, t: reference.weight_sign(a, b, k, t, surrogate)  # noqa: E731
+    return {"fused": fused, "eager": eager, "compiled": torch.compile(eager, fullgraph=True)}
+
+
+def measure(op: str, case, dtype, device, surrogate: str, quick: bool, copy_gbps: float) -> list[Row]:
+    label, act_shape, weight_shape, layout = case
+    shape = act_shape if op == "act_sign" else weight_shape
+    make = _act_inputs if op == "act_sign" else _weight_inputs
+    a, b, grad = make(shape, layout, dtype, device)
+    k, t = torch.tensor(K, device=device), torch.tensor(T, device=device)
+    a_leaf, b_leaf = a.detach().requires_grad_(), b.detach().requires_grad_()
+    element_bytes = a.element_size()
+    # forward reads a, writes the sign; backward reads g and a, writes da (the per-channel tensors are negligible)
+    bytes_forward = 2 * a.numel() * element_bytes
+    bytes_forward_backward = 5 * a.numel() * element_bytes
+    rows = []
+    for name, fn in providers(surrogate, op, device).items():
+        def forward():
+            return fn(a, b, k, t)
+
+        def forward_backward():
+            out = fn(a_leaf, b_leaf, k, t)
+            return torch.autograd.grad(out, (a_leaf, b_leaf), grad)
+
+        forward_ms = time_ms(forward, device, quick)
+        forward_backward_ms = time_ms(forward_backward, device, quick)
+        rows.append(
+            Row(
+                op, label, list(shape), layout, str(dtype).removeprefix("torch."), name, forward_ms,
+                forward_backward_ms, bytes_forward, bytes_forward_backward, peak_memory_mb(forward_backward, device),
+                gbps_forward=bytes_forward / (forward_ms * 1e6),
+                gbps_forward_backward=bytes_forward_backward / (forward_backward_ms * 1e6),
+            )
+        )
+    fused = rows[0]
+    fused.copy_fraction_forward_backward = fused.gbps_forward_backward / copy_gbps
+    for baseline in rows[1:]:
+        fused.speedup_vs[baseline.provider] = baseline.forward_backward_ms / fused.forward_backward_ms
+    return rows
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def markdown_table(result: dict) -> str:
+    lines = [
+        f"# Kernel benchmark — {result['device']} — {result['date']}",
+        "",
+        f"torch {result['torch']}, triton {result['triton']}; fused path: {result['fused_path']}; "
+        f"measured copy bandwidth {result['copy_bandwidth_gbps']:.0f} GB/s. Forward+backward (fwd+bwd) times; "
+        "ratios are baseline time / fused time in this run.",
+        "",
+        "| op | case | layout | dtype | fused fwd ms | fused fwd+bwd ms | fwd+bwd GB/s | of copy BW | × eager | × compiled | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        if row["provider"] != "fused":
+            continue
+        peak = "n/a" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}"
+        lines.append(
+            f"| {row['op']} | {row['case']} {tuple(row['shape'])} | {row['layout']} | {row['dtype']} | "
+            f"{row['forward_ms']:.3f} | {row['forward_backward_ms']:.3f} | {row['gbps_forward_backward']:.0f} | "
+            f"{row['copy_fraction_forward_backward']:.0%} | {row['speedup_vs']['eager']:.2f} | "
+            f"{row['speedup_vs']['compiled']:.2f} | {peak} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, few repetitions (CPU smoke run)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON and markdown")
+    parser.add_argument("--surrogate", default="ede", choices=reference.SURROGATES)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cpu" and not args.quick:
+        print("note: no CUDA device; CPU timings of the fused path are the reference math or the Triton interpreter")
+    cases = QUICK_CASES if args.quick else FULL_CASES
+    dtypes = [torch.float32] if args.quick else [torch.bfloat16, torch.float32]
+    copy_gbps = copy_bandwidth_gbps(device, args.quick)
+    probe = torch.empty(1, device=device)
+    result = {
+        "device": device_name(device),
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "triton": getattr(sys.modules.get("triton"), "__version__", None),
+        "fused_path": "triton" if ops.uses_triton(probe) else "reference math (no Triton kernels on this device)",
+        "surrogate": args.surrogate,
+        "copy_bandwidth_gbps": copy_gbps,
+        "quick": args.quick,
+        "rows": [],
+    }
+    for op in ("act_sign", "weight_sign"):
+        for case in cases:
+            for dtype in dtypes:
+                rows = measure(op, case, dtype, device, args.surrogate, args.quick, copy_gbps)
+                result["rows"].extend(asdict(row) for row in rows)
+    table = markdown_table(result)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", result["device"].lower()).strip("-")
+    stem = f"kernels-{slug}-{result['date']}"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(table)
+    print(f"wrote {args.out / stem}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

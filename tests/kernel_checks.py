@@ -1,0 +1,106 @@
+"""Kernel-vs-reference comparisons shared by the CPU (interpreted) tests and the CUDA (`-m gpu`) tests.
+
+Expected values are computed in float64 from the upcast inputs; fp32 results are also compared with the
+reference's own autograd.
+"""
+
+import contextlib
+
+import torch
+
+from sdbnn import reference
+from sdbnn.kernels import act_sign as act_kernels
+from sdbnn.kernels import weight_sign as weight_kernels
+
+ACT_SHAPES = [(1, 3, 5, 7), (2, 5, 1, 1), (3, 24, 7, 7), (1, 1, 9, 9), (2, 17, 13, 11)]
+WEIGHT_SHAPES = [(1, 3, 3, 3), (5, 7, 1, 1), (16, 16, 3, 3), (24, 17, 5, 3), (3, 40)]
+# channels_last exists for 4-D weights only
+WEIGHT_CASES = [(shape, cl) for shape in WEIGHT_SHAPES for cl in [False, True][: 2 if len(shape) == 4 else 1]]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# fp32 matches the fp32 reference to rounding; bf16/fp16 store one rounding of the fp32 result (2^-8 / 2^-11 relative).
+TOLERANCE = {torch.float32: (1e-5, 1e-6), torch.bfloat16: (1.6e-2, 1e-5), torch.float16: (2e-3, 1e-6)}
+EDE_POINTS = [(torch.tensor(1000.0), torch.tensor(1e-3)), (torch.tensor(1.0), torch.tensor(2.5))]
+
+
+def nonzero_random(shape, dtype, scale=1.5, device="cpu"):
+    x = (torch.rand(shape, dtype=torch.float64) * 2 - 1) * scale
+    return torch.where(x.abs() < 1e-3, torch.full_like(x, 0.25), x).to(dtype).to(device)
+
+
+@contextlib.contextmanager
+def poisoned_allocations():
+    """Every fresh float buffer starts as NaN, so an element a kernel forgets to write fails the comparison."""
+    empty_like, empty = torch.empty_like, torch.empty
+
+    def poison(tensor):
+        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+    torch.empty_like = lambda *args, **kwargs: poison(empty_like(*args, **kwargs))
+    torch.empty = lambda *args, **kwargs: poison(empty(*args, **kwargs))
+    try:
+        yield
+    finally:
+        torch.empty_like, torch.empty = empty_like, empty
+
+
+def derivative64(v, surrogate, k, t):
+    """The surrogate derivative in float64 (EDE with tanh in float64, not the fp32 reference's rounding)."""
+    if surrogate == "ede":
+        k, t = k.double().cpu(), t.double().cpu()
+        return k * t * (1 - torch.tanh(t * v) ** 2)
+    return reference.surrogate_derivative(v, surrogate).double()
+
+
+def assert_close(actual, expected, dtype, scale=1.0):
+    rtol, atol = TOLERANCE[dtype]
+    torch.testing.assert_close(actual.double().cpu(), expected, rtol=rtol, atol=atol * scale)
+
+
+def check_act_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu"):
+    k, t = (value.to(device) for value in EDE_POINTS[1])
+    x = nonzero_random(shape, dtype, device=device)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    shift = torch.rand(shape[:2], dtype=torch.float64).to(dtype).to(device)
+    grad = torch.randn(shape, dtype=torch.float64).to(dtype).to(device)
+    with poisoned_allocations():
+        out = act_kernels.forward(x, shift)
+        dx, dshift = act_kernels.backward(grad, x, shift, k, t, surrogate)
+    shifted = x.double().cpu() + shift.double().cpu()[:, :, None, None]
+    assert torch.equal(out.double().cpu(), torch.sign(shifted)) and out.dtype == dtype
+    assert out.stride() == x.stride() and dx.stride() == x.stride()  # layout kept, no copy
+    expected_dx = grad.double().cpu() * derivative64(shifted, surrogate, k, t)
+    assert_close(dx, expected_dx, dtype)
+    assert_close(dshift, expected_dx.sum(dim=(2, 3)), dtype, scale=shape[2] * shape[3])
+    if dtype == torch.float32:  # against the reference's own autograd, too
+        x_ref, shift_ref = x.clone().requires_grad_(), shift.clone().requires_grad_()
+        reference.act_sign(x_ref, shift_ref, k, t, surrogate).backward(grad)
+        torch.testing.assert_close(dx, x_ref.grad, rtol=1e-4, atol=1e-5)  # reference: fp32 1 − tanh² cancels
+        torch.testing.assert_close(dshift, shift_ref.grad, rtol=1e-4, atol=1e-4)
+
+
+def check_weight_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu"):
+    k, t = (value.to(device) for value in EDE_POINTS[1])
+    w = nonzero_random(shape, dtype, scale=0.3, device=device)
+    if channels_last:
+        w = w.to(memory_format=torch.channels_last)
+    alpha = torch.randn(shape[0], dtype=torch.float64).to(dtype).to(device)
+    grad = torch.randn(shape, dtype=torch.float64).to(dtype).to(device)
+    with poisoned_allocations():
+        out = weight_kernels.forward(w, alpha)
+        dw, dalpha = weight_kernels.backward(grad, w, alpha, k, t, surrogate)
+    w64, a64 = w.double().cpu(), alpha.double().cpu()
+    signed_mean = 0.01 * w64.flatten(1).mean(1)
+    shifted = w64 + (torch.sigmoid(a64) * signed_mean).view(-1, *[1] * (w.dim() - 1))
+    assert torch.equal(out.double().cpu(), torch.sign(shifted)) and out.stride() == w.stride()
+    expected_dw = grad.double().cpu() * derivative64(shifted, surrogate, k, t)
+    assert_close(dw, expected_dw, dtype)
+    gate = torch.sigmoid(a64)
+    expected_dalpha = gate * (1 - gate) * signed_mean * expected_dw.flatten(1).sum(1)
+    # d(alpha) is ~1e-5 here (it carries the 0.01·mean factor): fp16 holds such values as subnormals (step 6e-8).
+    assert_close(dalpha, expected_dalpha, dtype, scale=0.1 if dtype == torch.float16 else 0.01)
+    if dtype == torch.float32:
+        w_ref, a_ref = w.clone().requires_grad_(), alpha.clone().requires_grad_()
+        reference.weight_sign(w_ref, a_ref, k, t, surrogate).backward(grad)
+        torch.testing.assert_close(dw, w_ref.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(dalpha, a_ref.grad, rtol=1e-4, atol=1e-9)
