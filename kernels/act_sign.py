@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from sdbnn.kernels.layouts import dense, is_channels_last, output_like
 from sdbnn.kernels.surrogates import SURROGATE_CODES, sign, surrogate_derivative
 
 # The interpreter pays ~1 ms per program, so it gets larger tiles; on a GPU these sizes keep tiles register-resident.
@@ -99,25 +100,6 @@ def _backward_channels_last_kernel(
         tl.store(dshift_ptr + b * C + channels, dshift.to(dshift_ptr.dtype.element_ty), mask=channel_mask)
 
 
-def is_channels_last(x: torch.Tensor) -> bool:
-    """True when x is stored NHWC and not also plain-contiguous (C = 1 or H·W = 1 make both hold)."""
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
-def dense_layout(x: torch.Tensor) -> torch.Tensor:
-    """x itself when stored NCHW or NHWC; otherwise a contiguous copy (strided views are the only copies)."""
-    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
-        return x
-    return x.contiguous()
-
-
-def output_like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The op's output allocation: x's layout when dense (NCHW or NHWC), else NCHW. The fake uses it too."""
-    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
-        return torch.empty_like(x, dtype=dtype)
-    return torch.empty(x.shape, dtype=dtype or x.dtype, device=x.device)
-
-
 def _check(x: torch.Tensor, shift: torch.Tensor | None) -> None:
     if x.dim() != 4:
         raise ValueError(f"act_sign expects x of shape (batch, channels, height, width), got {tuple(x.shape)}")
@@ -127,7 +109,7 @@ def _check(x: torch.Tensor, shift: torch.Tensor | None) -> None:
 
 def forward(x: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
     _check(x, shift)
-    x = dense_layout(x)
+    x = dense(x)
     out = output_like(x)
     B, C, H, W = x.shape
     if x.numel() == 0:
@@ -146,7 +128,7 @@ def backward(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dx, d(shift)); d(shift) is None when shift is None."""
     _check(x, shift)
-    x = dense_layout(x)
+    x = dense(x)
     channels_last = is_channels_last(x)
     # g must walk the same memory order as x; it only differs when autograd hands over another layout.
     grad = grad.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

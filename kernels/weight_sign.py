@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from sdbnn.kernels.layouts import dense, output_like
 from sdbnn.kernels.surrogates import SURROGATE_CODES, sign, surrogate_derivative
 from sdbnn.reference import WSD_MEAN_FRACTION
 
@@ -86,20 +87,6 @@ def _backward_kernel(
         tl.store(dalpha_ptr + rows, dalpha.to(dalpha_ptr.dtype.element_ty), mask=row_mask)
 
 
-def _dense_rows(w: torch.Tensor) -> torch.Tensor:
-    """w itself when each output channel's row is one dense block (NCHW or channels_last), else a copy."""
-    if w.is_contiguous() or (w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last)):
-        return w
-    return w.contiguous()
-
-
-def output_like(w: torch.Tensor) -> torch.Tensor:
-    """The op's output allocation: w's own layout when its rows are dense, else contiguous. The fake uses it too."""
-    if w.is_contiguous() or (w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last)):
-        return torch.empty_like(w)
-    return torch.empty(w.shape, dtype=w.dtype, device=w.device)
-
-
 def _check(w: torch.Tensor, alpha: torch.Tensor | None) -> None:
     if w.dim() < 2:
         raise ValueError(f"weight_sign expects a weight of shape (out_channels, ...), got {tuple(w.shape)}")
@@ -115,7 +102,7 @@ def _tile(row: int) -> tuple[int, int]:
 
 def forward(w: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
     _check(w, alpha)
-    w = _dense_rows(w)
+    w = dense(w)  # each output channel's row is then one dense block, in either layout
     out = output_like(w)
     if w.numel() == 0:
         return out
@@ -133,7 +120,7 @@ def backward(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dW, d(alpha)); d(alpha) is None when alpha is None."""
     _check(w, alpha)
-    w = _dense_rows(w)
+    w = dense(w)  # each output channel's row is then one dense block, in either layout
     if grad.stride() != w.stride():  # g must walk the same memory order as w
         grad = torch.empty_like(w, dtype=grad.dtype).copy_(grad)
     dw = output_like(w)

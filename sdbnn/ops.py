@@ -26,6 +26,8 @@ from sdbnn import reference
 BACKENDS = ("ops", "reference")
 _backend = "ops"
 
+from sdbnn.kernels.layouts import output_like
+
 try:  # triton ships with CUDA builds of torch; CPU-only installs run the reference math
     from sdbnn.kernels import act_sign as _act_kernels
     from sdbnn.kernels import weight_sign as _weight_kernels
@@ -64,13 +66,33 @@ def _empty_if_none(gradient: Tensor | None, like: Tensor) -> Tensor:
     return gradient if gradient is not None else like.new_empty(0)
 
 
+# Both ops share one signature: (tensor, optional per-channel tensor, k, t, surrogate) -> sign of the shifted tensor;
+# their backward ops return (d tensor, d per-channel tensor or empty).
+
+
+def _forward_fake(value, per_channel, k, t, surrogate):
+    return output_like(value)
+
+
+def _backward_fake(grad, value, per_channel, k, t, surrogate):
+    return output_like(value), (torch.empty_like(per_channel) if per_channel is not None else value.new_empty(0))
+
+
+def _register_autograd(forward_op, backward_op) -> None:
+    def setup_context(ctx, inputs, output):
+        value, per_channel, k, t, surrogate = inputs
+        ctx.save_for_backward(value, per_channel, k, t)
+        ctx.surrogate = surrogate
+
+    def backward(ctx, grad):
+        value, per_channel, k, t = ctx.saved_tensors
+        d_value, d_per_channel = backward_op(grad, value, per_channel, k, t, ctx.surrogate)
+        return d_value, (d_per_channel if per_channel is not None else None), None, None, None
+
+    forward_op.register_autograd(backward, setup_context=setup_context)
+
+
 # --- act_sign ------------------------------------------------------------------------------------------------
-
-
-def _act_output_like(x: Tensor) -> Tensor:
-    if _act_kernels is not None:
-        return _act_kernels.output_like(x)
-    return torch.empty_like(x)
 
 
 @torch.library.custom_op("sdbnn::act_sign", mutates_args=())
@@ -79,12 +101,10 @@ def _act_sign(x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor, surrogate: 
     if uses_triton(x):
         return _act_kernels.forward(x, shift)
     shifted = x.float() if shift is None else x.float() + shift.float()[:, :, None, None]
-    return _act_output_like(x).copy_(torch.sign(shifted))
+    return output_like(x).copy_(torch.sign(shifted))
 
 
-@_act_sign.register_fake
-def _(x, shift, k, t, surrogate):
-    return _act_output_like(x)
+_act_sign.register_fake(_forward_fake)
 
 
 @torch.library.custom_op("sdbnn::act_sign_backward", mutates_args=())
@@ -98,36 +118,14 @@ def _act_sign_backward(
     shifted = x.float() if shift is None else x.float() + shift.float()[:, :, None, None]
     dx = grad.float() * reference.surrogate_derivative(shifted, surrogate, k, t)
     dshift = None if shift is None else dx.sum(dim=(2, 3)).to(shift.dtype)
-    return _act_output_like(x).copy_(dx), _empty_if_none(dshift, x)
+    return output_like(x).copy_(dx), _empty_if_none(dshift, x)
 
 
-@_act_sign_backward.register_fake
-def _(grad, x, shift, k, t, surrogate):
-    return _act_output_like(x), (torch.empty_like(shift) if shift is not None else x.new_empty(0))
-
-
-def _act_setup_context(ctx, inputs, output):
-    x, shift, k, t, surrogate = inputs
-    ctx.save_for_backward(x, shift, k, t)
-    ctx.surrogate = surrogate
-
-
-def _act_backward(ctx, grad):
-    x, shift, k, t = ctx.saved_tensors
-    dx, dshift = torch.ops.sdbnn.act_sign_backward(grad, x, shift, k, t, ctx.surrogate)
-    return dx, (dshift if shift is not None else None), None, None, None
-
-
-_act_sign.register_autograd(_act_backward, setup_context=_act_setup_context)
+_act_sign_backward.register_fake(_backward_fake)
+_register_autograd(_act_sign, torch.ops.sdbnn.act_sign_backward)
 
 
 # --- weight_sign ---------------------------------------------------------------------------------------------
-
-
-def _weight_output_like(w: Tensor) -> Tensor:
-    if _weight_kernels is not None:
-        return _weight_kernels.output_like(w)
-    return torch.empty_like(w)
 
 
 @torch.library.custom_op("sdbnn::weight_sign", mutates_args=())
@@ -136,12 +134,10 @@ def _weight_sign(w: Tensor, alpha: Tensor | None, k: Tensor, t: Tensor, surrogat
     if uses_triton(w):
         return _weight_kernels.forward(w, alpha)
     shifted = w.float() if alpha is None else reference.wsd_shift_weight(w.float(), alpha.float())
-    return _weight_output_like(w).copy_(torch.sign(shifted))
+    return output_like(w).copy_(torch.sign(shifted))
 
 
-@_weight_sign.register_fake
-def _(w, alpha, k, t, surrogate):
-    return _weight_output_like(w)
+_weight_sign.register_fake(_forward_fake)
 
 
 @torch.library.custom_op("sdbnn::weight_sign_backward", mutates_args=())
@@ -154,27 +150,11 @@ def _weight_sign_backward(
     shifted = w.float() if alpha is None else reference.wsd_shift_weight(w.float(), alpha.float())
     dw = grad.float() * reference.surrogate_derivative(shifted, surrogate, k, t)
     dalpha = None if alpha is None else reference.wsd_alpha_grad(w.float(), alpha.float(), dw).to(alpha.dtype)
-    return _weight_output_like(w).copy_(dw), _empty_if_none(dalpha, w)
+    return output_like(w).copy_(dw), _empty_if_none(dalpha, w)
 
 
-@_weight_sign_backward.register_fake
-def _(grad, w, alpha, k, t, surrogate):
-    return _weight_output_like(w), (torch.empty_like(alpha) if alpha is not None else w.new_empty(0))
-
-
-def _weight_setup_context(ctx, inputs, output):
-    w, alpha, k, t, surrogate = inputs
-    ctx.save_for_backward(w, alpha, k, t)
-    ctx.surrogate = surrogate
-
-
-def _weight_backward(ctx, grad):
-    w, alpha, k, t = ctx.saved_tensors
-    dw, dalpha = torch.ops.sdbnn.weight_sign_backward(grad, w, alpha, k, t, ctx.surrogate)
-    return dw, (dalpha if alpha is not None else None), None, None, None
-
-
-_weight_sign.register_autograd(_weight_backward, setup_context=_weight_setup_context)
+_weight_sign_backward.register_fake(_backward_fake)
+_register_autograd(_weight_sign, torch.ops.sdbnn.weight_sign_backward)
 
 
 # --- what layers call ----------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ class OptionAShortcut(nn.Module):
         return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad_channels, self.pad_channels))
 
 
-class ResNet20Block(nn.Module):
-    """Two SD convs, each wrapped by its own real-valued shortcut (the IR-Net / SD-BNN CIFAR block)."""
+class TwoConvBlock(nn.Module):
+    """conv1 (3×3, stride) → bn1 and conv2 (3×3) → bn2; subclasses add the shortcut and the wiring."""
 
     def __init__(self, in_planes: int, planes: int, stride: int, make_conv: ConvFactory):
         super().__init__()
@@ -30,24 +30,27 @@ class ResNet20Block(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = make_conv(planes, planes, 3, 1, 1)
         self.bn2 = nn.BatchNorm2d(planes)
-        downsample = stride != 1 or in_planes != planes
-        self.shortcut = OptionAShortcut(planes) if downsample else nn.Identity()
+        self.downsamples = stride != 1 or in_planes != planes
+
+
+class ResNet20Block(TwoConvBlock):
+    """Two SD convs, each wrapped by its own real-valued shortcut (the IR-Net / SD-BNN CIFAR block)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int, make_conv: ConvFactory):
+        super().__init__(in_planes, planes, stride, make_conv)
+        self.shortcut = OptionAShortcut(planes) if self.downsamples else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.hardtanh(self.bn1(self.conv1(x)) + self.shortcut(x))
         return F.hardtanh(self.bn2(self.conv2(y)) + y)
 
 
-class ResNet18Block(nn.Module):
+class ResNet18Block(TwoConvBlock):
     """Standard basic block with hardtanh; the downsampling shortcut is a real-valued 1×1 conv + BN."""
 
     def __init__(self, in_planes: int, planes: int, stride: int, make_conv: ConvFactory):
-        super().__init__()
-        self.conv1 = make_conv(in_planes, planes, 3, stride, 1)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = make_conv(planes, planes, 3, 1, 1)
-        self.bn2 = nn.BatchNorm2d(planes)
-        if stride != 1 or in_planes != planes:
+        super().__init__(in_planes, planes, stride, make_conv)
+        if self.downsamples:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_planes, planes, 1, stride, bias=False),
                 nn.BatchNorm2d(planes),
