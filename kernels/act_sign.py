@@ -22,6 +22,8 @@ from sdbnn.kernels.surrogates import SURROGATE_CODES, sign, surrogate_derivative
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _ELEMENTS_PER_PROGRAM = 8192 if _INTERPRET else 2048
 _FORWARD_BLOCK = 8192 if _INTERPRET else 1024
+# channels_last backward splits H·W across programs until about this many are in flight (each SM wants several).
+_TARGET_PROGRAMS = 1 if _INTERPRET else 2048
 
 
 @triton.jit
@@ -72,12 +74,14 @@ def _backward_planes_kernel(
 
 @triton.jit
 def _backward_channels_last_kernel(
-    g_ptr, x_ptr, shift_ptr, k_ptr, t_ptr, dx_ptr, dshift_ptr, C, HW,
+    g_ptr, x_ptr, shift_ptr, k_ptr, t_ptr, dx_ptr, partial_ptr, B, C, HW, ROWS_PER_SPLIT,
     HAS_SHIFT: tl.constexpr, SURROGATE: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """channels_last: a program owns one sample and BLOCK_C channels, walks all H·W rows and sums over them."""
+    """channels_last: a program owns one sample, BLOCK_C channels and one split of the H·W rows; it writes its fp32
+    partial d(shift), which the launcher sums over splits (splits keep the GPU full when B·C is small)."""
     b = tl.program_id(0)
     channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    split = tl.program_id(2)
     channel_mask = channels < C
     k = tl.load(k_ptr).to(tl.float32)
     t = tl.load(t_ptr).to(tl.float32)
@@ -87,8 +91,9 @@ def _backward_channels_last_kernel(
         shift = tl.zeros([BLOCK_C], dtype=tl.float32)
     dshift = tl.zeros([BLOCK_C], dtype=tl.float32)
     base = b.to(tl.int64) * HW * C
-    for start in range(0, HW, BLOCK_HW):
-        rows = start + tl.arange(0, BLOCK_HW)
+    first_row = split * ROWS_PER_SPLIT
+    for start in range(0, ROWS_PER_SPLIT, BLOCK_HW):
+        rows = first_row + start + tl.arange(0, BLOCK_HW)
         offsets = base + rows[:, None].to(tl.int64) * C + channels[None, :]
         mask = (rows[:, None] < HW) & channel_mask[None, :]
         v = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32) + shift[None, :]
@@ -97,7 +102,7 @@ def _backward_channels_last_kernel(
         tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
         dshift += tl.sum(dx, axis=0)
     if HAS_SHIFT:
-        tl.store(dshift_ptr + b * C + channels, dshift.to(dshift_ptr.dtype.element_ty), mask=channel_mask)
+        tl.store(partial_ptr + (split * B + b) * C + channels, dshift, mask=channel_mask)
 
 
 def _check(x: torch.Tensor, shift: torch.Tensor | None) -> None:
@@ -147,11 +152,17 @@ def backward(
     if channels_last:
         block_c = min(triton.next_power_of_2(C), 128)
         block_hw = max(1, min(triton.next_power_of_2(HW), _ELEMENTS_PER_PROGRAM // block_c))
-        grid = (B, triton.cdiv(C, block_c))
-        _backward_channels_last_kernel[grid](
-            grad, x, shift_arg, k, t, dx, dshift_arg, C, HW,
+        row_blocks = triton.cdiv(HW, block_hw)
+        splits = max(1, min(row_blocks, _TARGET_PROGRAMS // (B * triton.cdiv(C, block_c))))
+        rows_per_split = triton.cdiv(row_blocks, splits) * block_hw
+        splits = triton.cdiv(HW, rows_per_split)
+        partial = torch.empty((splits, B, C), dtype=torch.float32, device=x.device) if shift is not None else x
+        _backward_channels_last_kernel[(B, triton.cdiv(C, block_c), splits)](
+            grad, x, shift_arg, k, t, dx, partial, B, C, HW, rows_per_split,
             HAS_SHIFT=shift is not None, SURROGATE=code, BLOCK_HW=block_hw, BLOCK_C=block_c,
         )
+        if dshift is not None:
+            dshift.copy_(partial.sum(dim=0))
     else:
         block_hw = min(triton.next_power_of_2(HW), 1024 if not _INTERPRET else _ELEMENTS_PER_PROGRAM)
         block_p = max(1, _ELEMENTS_PER_PROGRAM // block_hw)

@@ -32,6 +32,7 @@ def test_act_sign_kernel_matches_reference(shape, channels_last, dtype, surrogat
 def test_act_sign_kernel_without_shift_and_multi_block(channels_last, monkeypatch):
     monkeypatch.setattr(act_kernels, "_ELEMENTS_PER_PROGRAM", 64)  # walk H·W in several blocks
     monkeypatch.setattr(act_kernels, "_FORWARD_BLOCK", 64)
+    monkeypatch.setattr(act_kernels, "_TARGET_PROGRAMS", 64)  # channels_last: H·W split over programs
     k, t = EDE_POINTS[0]
     x = nonzero_random((2, 6, 11, 9), torch.float32)
     if channels_last:
