@@ -1,5 +1,17 @@
-"""Data pipelines (installed as ``sdbnn.pipelines``): small real datasets for demos and tests."""
+"""Data pipelines (installed as ``sdbnn.pipelines``): FFCV writers and loaders, the device-resident CIFAR loader,
+torchvision fallbacks, the paper's augmentations, and small real datasets for demos and tests."""
 
+from sdbnn.pipelines.cifar import DeviceResidentLoader, ImageSet, read_cifar
 from sdbnn.pipelines.digits import DigitsSplit, load_digits_split
+from sdbnn.pipelines.folders import load_image_folder, load_mnist5k, scan_image_folder
 
-__all__ = ["DigitsSplit", "load_digits_split"]
+__all__ = [
+    "DeviceResidentLoader",
+    "DigitsSplit",
+    "ImageSet",
+    "load_digits_split",
+    "load_image_folder",
+    "load_mnist5k",
+    "read_cifar",
+    "scan_image_folder",
+]

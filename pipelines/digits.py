@@ -11,9 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# ImageNet statistics, as the official CIFAR code normalised with them.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from sdbnn.pipelines.transforms import IMAGENET_MEAN, IMAGENET_STD
+
 DIGITS_MAX_VALUE = 16.0  # sklearn's digits are integers in 0..16
 
 

@@ -1,0 +1,234 @@
+"""FFCV: writing CIFAR / ImageFolder datasets to ``.beton`` files, and loaders with the paper's augmentations.
+
+FFCV decodes JPEGs with compiled, multi-threaded code and is how the ImageNet run stops being input-bound.
+Normalisation and PCA lighting run in torch after the FFCV pipeline (a numba op after ToTensor can make FFCV spin
+forever on CPU), and every Loader gets freshly built pipeline objects (reusing them across Loaders corrupts shapes).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sdbnn.checkpoints import atomic_write
+from sdbnn.pipelines.cifar import read_cifar
+from sdbnn.pipelines.folders import scan_image_folder
+from sdbnn.pipelines.transforms import IMAGENET_MEAN, IMAGENET_STD, lighting_offsets, normalize
+
+WRITE_MODES = ("raw", "jpg", "smart", "proportion")
+IMAGENET_VAL_CROP_RATIO = 224 / 256  # resize-256 / center-crop-224
+
+
+def ffcv_available() -> bool:
+    try:
+        import ffcv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _require_ffcv() -> None:
+    if not ffcv_available():
+        raise ImportError(
+            "ffcv is not installed: apt-get install pkg-config libturbojpeg0-dev libopencv-dev && pip install ffcv "
+            "(or use the torchvision loaders)"
+        )
+
+
+class _FolderSource:
+    """Indexed (RGB uint8 HWC array, label) view of an ImageFolder tree, for FFCV's writer."""
+
+    def __init__(self, root: Path):
+        self.classes, self.samples = scan_image_folder(root)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB")), label
+        except OSError as error:
+            raise ValueError(f"{path} is not a readable image ({error})") from None
+
+
+class _ArraySource:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images = images.permute(0, 2, 3, 1).contiguous().numpy()  # HWC for FFCV
+        self.labels = labels.numpy()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.images[index], int(self.labels[index])
+
+
+def write_beton(
+    source: str | Path,
+    output: str | Path,
+    *,
+    kind: str = "imagefolder",
+    train: bool = True,
+    write_mode: str = "smart",
+    max_resolution: int | None = None,
+    jpeg_quality: int = 90,
+    smart_threshold: int = 256 * 256 * 3,
+    compress_probability: float = 0.5,
+    workers: int = -1,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``source`` (an ImageFolder tree, or a torchvision CIFAR root with ``kind`` cifar10/cifar100) to an FFCV
+    file. ``write_mode``: raw (exact), jpg, smart (JPEG only for images above ``smart_threshold`` bytes), or
+    proportion (each image JPEG with ``compress_probability``: FFCV's ImageNet recipe uses 0.5 at ≤ 500 px).
+    The file appears atomically; an existing one is kept unless ``overwrite``."""
+    _require_ffcv()
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    output = Path(output)
+    if write_mode not in WRITE_MODES:
+        raise ValueError(f"unknown write mode {write_mode!r}; choose one of {', '.join(WRITE_MODES)}")
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
+    if kind == "imagefolder":
+        dataset = _FolderSource(Path(source))
+    elif kind in ("cifar10", "cifar100"):
+        data = read_cifar(source, train=train, dataset=kind)
+        dataset = _ArraySource(data.images, data.labels)
+    else:
+        raise ValueError(f"unknown source kind {kind!r}; choose imagefolder, cifar10 or cifar100")
+    fields = {
+        "image": RGBImageField(
+            write_mode=write_mode, max_resolution=max_resolution, jpeg_quality=jpeg_quality,
+            smart_threshold=smart_threshold if write_mode == "smart" else None,
+            compress_probability=compress_probability,
+        ),
+        "label": IntField(),
+    }
+    workers = workers if workers > 0 else (os.cpu_count() or 1)
+
+    def write(tmp: Path) -> None:
+        DatasetWriter(str(tmp), fields, num_workers=workers).from_indexed_dataset(dataset)
+
+    return atomic_write(output, write)
+
+
+def _open_loader(path: Path, **kwargs):
+    from ffcv.loader import Loader
+
+    if not path.is_file():
+        raise FileNotFoundError(f"FFCV file {path} does not exist")
+    try:
+        return Loader(str(path), **kwargs)
+    except Exception as error:  # FFCV reports a damaged header in many ways
+        raise ValueError(f"{path} is not a readable FFCV .beton file ({type(error).__name__}: {error})") from None
+
+
+class FFCVImageLoader:
+    """An FFCV loader yielding (normalised float images [channels_last, on device], labels).
+
+    ImageNet train: RandomResizedCrop(scale 0.08–1) + flip in FFCV, then PCA lighting and normalisation in torch on
+    the device; val: the resize-256/center-crop-224 equivalent. ``set_resolution`` changes the output size between
+    epochs (progressive resizing). ``distributed=True`` shards by torch.distributed rank (works under accelerate).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        batch_size: int,
+        train: bool,
+        *,
+        dataset: str = "imagenet",
+        resolution: int = 224,
+        device: torch.device | str = "cpu",
+        num_workers: int = -1,
+        distributed: bool = False,
+        seed: int = 0,
+        lighting_std: float = 0.1,
+        dtype: torch.dtype = torch.float32,
+        drop_last: bool | None = None,
+    ):
+        _require_ffcv()
+        from ffcv.fields.decoders import (
+            CenterCropRGBImageDecoder,
+            IntDecoder,
+            RandomResizedCropRGBImageDecoder,
+            SimpleRGBImageDecoder,
+        )
+        from ffcv.loader import OrderOption
+        from ffcv.transforms import (
+            NormalizeImage,
+            RandomHorizontalFlip,
+            RandomTranslate,
+            Squeeze,
+            ToDevice,
+            ToTensor,
+            ToTorchImage,
+        )
+
+        if dataset not in ("imagenet", "cifar"):
+            raise ValueError(f"unknown dataset {dataset!r}; choose imagenet or cifar")
+        self.device = torch.device(device)
+        self.train, self.dtype = train, dtype
+        self.lighting_std = lighting_std if (train and dataset == "imagenet") else 0.0
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        if dataset == "imagenet":
+            self.decoder = (
+                RandomResizedCropRGBImageDecoder((resolution, resolution), scale=(0.08, 1.0))
+                if train
+                else CenterCropRGBImageDecoder((resolution, resolution), ratio=IMAGENET_VAL_CROP_RATIO)
+            )
+            augment = [RandomHorizontalFlip()] if train else []
+        else:
+            self.decoder = SimpleRGBImageDecoder()
+            augment = [RandomHorizontalFlip(), RandomTranslate(padding=4, fill=(0, 0, 0))] if train else []
+        if self.device.type == "cuda":
+            # uint8 crosses to the GPU (4× fewer bytes than float) and is normalised there
+            to_device, normalise_in_ffcv = [ToDevice(self.device, non_blocking=True)], []
+        else:
+            # on CPU, FFCV's compiled worker threads normalise (before ToTensor: a numba op after it can hang)
+            mean, std = np.array(IMAGENET_MEAN) * 255, np.array(IMAGENET_STD) * 255
+            to_device, normalise_in_ffcv = [], [NormalizeImage(mean, std, np.float32)]
+        self.normalised_by_ffcv = bool(normalise_in_ffcv)
+        image_pipeline = [self.decoder, *augment, *normalise_in_ffcv, ToTensor(), *to_device, ToTorchImage()]
+        label_pipeline = [IntDecoder(), ToTensor(), Squeeze(), *to_device]
+        self.loader = _open_loader(
+            Path(path),
+            batch_size=batch_size,
+            num_workers=num_workers if num_workers > 0 else (os.cpu_count() or 1),
+            order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
+            drop_last=train if drop_last is None else drop_last,
+            pipelines={"image": image_pipeline, "label": label_pipeline},
+            distributed=distributed,
+            seed=seed,
+        )
+
+    def set_resolution(self, resolution: int) -> None:
+        if not hasattr(self.decoder, "output_size"):
+            raise ValueError("this loader decodes images at their stored size; resolution is fixed")
+        self.decoder.output_size = (resolution, resolution)
+        self.loader.code = None  # FFCV regenerates its compiled pipeline once, at the next epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        for images, labels in self.loader:
+            lighting = None
+            if self.lighting_std > 0:
+                lighting = lighting_offsets(len(labels), self.lighting_std, self.generator)
+            if self.normalised_by_ffcv:
+                if lighting is not None:
+                    images.add_(lighting[:, :, None, None] / std)  # the 0–1 scale offset, in normalised units
+                images = images.to(self.dtype)
+            else:
+                images = normalize(images, self.dtype, lighting)
+            yield images.contiguous(memory_format=torch.channels_last), labels.to(self.device).long()

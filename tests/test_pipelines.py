@@ -1,0 +1,198 @@
+"""Data pipelines on real images (foolbox's CIFAR-10 PNGs and ImageNet JPEGs, MNIST-5k), FFCV under timeouts."""
+
+import importlib.util
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sdbnn.pipelines import DeviceResidentLoader, ImageSet, load_image_folder, load_mnist5k, read_cifar
+from sdbnn.pipelines.cifar import random_crop_flip
+from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, write_beton
+from sdbnn.pipelines.loaders import imagenet_loader
+from sdbnn.pipelines.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+FOOLBOX_DATA = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
+needs_ffcv = pytest.mark.skipif(not ffcv_available(), reason="ffcv is not installed")
+
+
+def foolbox_images(prefix):
+    from PIL import Image
+
+    files = sorted(FOOLBOX_DATA.glob(f"{prefix}_*"))
+    assert len(files) == 20
+    return [(np.asarray(Image.open(f).convert("RGB")), int(f.stem.split("_")[-1]), f) for f in files]
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    """torchvision's on-disk CIFAR-10 layout holding foolbox's 20 real CIFAR-10 test images (train = test here)."""
+    root = tmp_path_factory.mktemp("cifar")
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    images = foolbox_images("cifar10")
+    data = np.stack([image.transpose(2, 0, 1).reshape(-1) for image, _, _ in images])
+    batch = {b"data": data, b"labels": [label for _, label, _ in images]}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle)
+    return root
+
+
+@pytest.fixture(scope="module")
+def imagenet_folder(tmp_path_factory):
+    """An ImageFolder tree of foolbox's 20 real ImageNet JPEGs, one folder per class index."""
+    root = tmp_path_factory.mktemp("imagenet")
+    for _, label, path in foolbox_images("imagenet"):
+        (root / f"{label:04d}").mkdir(exist_ok=True)
+        (root / f"{label:04d}" / path.name).write_bytes(path.read_bytes())
+    return root
+
+
+def test_read_cifar_and_errors(cifar_root, tmp_path):
+    data = read_cifar(cifar_root, train=True)
+    assert data.images.shape == (100, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert data.labels[:3].tolist() == [3, 8, 8] and data.classes[0] == "0"
+    with pytest.raises(FileNotFoundError, match="cifar10 not found"):
+        read_cifar(tmp_path, train=True)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a CIFAR batch file"):
+        read_cifar(tmp_path, train=False)
+
+
+def test_device_loader_crop_flip_rates():
+    # Pixel value = column index + 1, so a crop offset and a flip can be read back from the output.
+    width = 32
+    images = (torch.arange(width) + 1).to(torch.uint8).expand(4000, 3, width, width).contiguous()
+    out = random_crop_flip(images, torch.Generator().manual_seed(0))[:, 0, 16, :].long()
+    # Columns 8 and 20 always come from inside the image for crop offsets 0..8 of the 4-padded image.
+    flipped = out[:, 8] > out[:, 20]
+    assert abs(flipped.float().mean().item() - 0.5) < 0.03
+    unflipped = torch.where(flipped[:, None], out.flip(-1), out)
+    offsets = unflipped[:, 8] - 5  # value at column j is offset + j - 3
+    assert set(offsets.tolist()) == set(range(9))  # every offset of the 4-pixel padding occurs
+    steps = unflipped[:, 9:20] - unflipped[:, 8:19]
+    assert torch.all(steps == 1)  # a shifted, unscaled copy of the row
+
+
+def test_device_loader_order_sharding_and_statistics(cifar_root):
+    data = read_cifar(cifar_root, train=True)  # 100 real images
+    def labels(loader):
+        return torch.cat([y for _, y in loader])
+
+    a = DeviceResidentLoader(data, 10, train=True, seed=3)
+    b = DeviceResidentLoader(data, 10, train=True, seed=3)
+    assert torch.equal(labels(a), labels(b))  # same seed, same order
+    first = [y for _, y in a]
+    a.set_epoch(1)
+    assert not all(torch.equal(x, y) for x, y in zip(first, [y for _, y in a]))  # reshuffled each epoch
+    images, _ = next(iter(a))
+    assert images.is_contiguous(memory_format=torch.channels_last) and images.dtype == torch.float32
+    assert abs(images.mean().item()) < 1.0 and 0.5 < images.std().item() < 2.0
+    for train in (True, False):
+        seen = []
+        for rank in range(2):
+            loader = DeviceResidentLoader(data, 10, train=train, seed=5, rank=rank, world_size=2)
+            index_batches = [index for index in loader._indices().split(10)]
+            assert len(index_batches) == len(loader)
+            seen.append(torch.cat(index_batches))
+        together = torch.cat(seen).sort().values
+        assert torch.equal(together, torch.arange(100))  # each sample exactly once per epoch
+    evaluation = DeviceResidentLoader(data, 32, train=False)
+    assert sum(len(y) for _, y in evaluation) == 100  # nothing dropped in evaluation
+
+
+def test_small_real_datasets(imagenet_folder, tmp_path):
+    train, test = load_mnist5k()
+    assert train.images.shape == (4000, 3, 32, 32) and len(test) == 1000
+    assert torch.bincount(test.labels).min() >= 90  # stratified
+    folder = load_image_folder(imagenet_folder)
+    assert folder.images.shape == (20, 3, 32, 32) and len(folder.classes) == 19
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_image_folder(tmp_path / "nothing")
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "dogs").mkdir()
+    (tmp_path / "dogs" / "a.png").write_bytes((FOOLBOX_DATA / "cifar10_00_3.png").read_bytes())
+    with pytest.raises(ValueError, match="empty class folder.*cats"):
+        load_image_folder(tmp_path)
+
+
+def test_torchvision_fallback_for_folders(imagenet_folder, capsys):
+    loader = imagenet_loader(imagenet_folder, batch_size=4, train=False, workers=0, resolution=64)
+    assert "using torchvision ImageFolder" in capsys.readouterr().err
+    images, labels = next(iter(loader))
+    assert images.shape == (4, 3, 64, 64) and images.is_contiguous(memory_format=torch.channels_last)
+    again, _ = next(iter(loader))
+    assert torch.equal(images, again)  # validation is deterministic
+
+
+@needs_ffcv
+@pytest.mark.timeout(300)
+def test_ffcv_raw_round_trip_is_exact(cifar_root, tmp_path):
+    path = write_beton(cifar_root, tmp_path / "cifar.beton", kind="cifar10", train=False, write_mode="raw", workers=2)
+    data = read_cifar(cifar_root, train=False)
+    loader = FFCVImageLoader(path, 25, train=False, dataset="cifar", num_workers=2)
+    images, labels = zip(*loader)
+    assert torch.equal(torch.cat(labels), data.labels)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in (IMAGENET_MEAN, IMAGENET_STD))
+    pixels = (torch.cat(images) * std + mean).round()
+    assert torch.equal(pixels, data.images.float())  # every stored pixel comes back exactly
+    with pytest.raises(FileExistsError, match="exists"):
+        write_beton(cifar_root, path, kind="cifar10", train=False)
+
+
+@needs_ffcv
+@pytest.mark.timeout(300)
+def test_ffcv_imagenet_jpeg_bounded_error_and_augmentation(imagenet_folder, tmp_path):
+    raw = write_beton(imagenet_folder, tmp_path / "raw.beton", write_mode="raw", max_resolution=160, workers=2)
+    jpg = write_beton(imagenet_folder, tmp_path / "jpg.beton", write_mode="jpg", max_resolution=160, workers=2)
+    def val(path):
+        return torch.cat([x for x, _ in FFCVImageLoader(path, 10, train=False, resolution=128, num_workers=2)])
+
+    exact, compressed = val(raw), val(jpg)
+    assert torch.equal(exact, val(raw))  # validation is deterministic
+    error = (exact - compressed).abs().mean().item() * 0.226 * 255  # back to pixel units (mean std ≈ 0.226)
+    assert 0 < error < 6, f"mean JPEG error {error:.2f} pixel levels"
+    train = FFCVImageLoader(raw, 10, train=True, resolution=96, num_workers=2, seed=1)
+    batches = [(x, y) for x, y in train]
+    images = torch.cat([x for x, _ in batches])
+    assert images.shape == (20, 3, 96, 96) and images.is_contiguous(memory_format=torch.channels_last)
+    assert abs(images.mean().item()) < 1.0 and 0.5 < images.std().item() < 2.0
+    again = FFCVImageLoader(raw, 10, train=True, resolution=96, num_workers=2, seed=1)
+    assert torch.equal(torch.cat([y for _, y in again]), torch.cat([y for _, y in batches]))  # same seed, same order
+    train.set_resolution(64)
+    assert next(iter(train))[0].shape[-1] == 64
+
+
+def test_random_resized_crop_areas_in_scale_range():
+    from torchvision.transforms import RandomResizedCrop
+
+    image = torch.zeros(3, 300, 400)
+    areas = []
+    for _ in range(2000):
+        _, _, h, w = RandomResizedCrop.get_params(image, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
+        areas.append(h * w / (300 * 400))
+    assert min(areas) >= 0.08 * 0.95 and max(areas) <= 1.0
+    if ffcv_available():
+        from ffcv.fields.rgb_image import get_random_crop
+
+        crops = [get_random_crop(300, 400, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(2000)]
+        ffcv_areas = [h * w / (300 * 400) for _, _, h, w in crops]
+        assert min(ffcv_areas) >= 0.08 * 0.95 and max(ffcv_areas) <= 1.0
+
+
+@needs_ffcv
+@pytest.mark.timeout(120)
+def test_ffcv_errors(tmp_path, imagenet_folder):
+    corrupt = tmp_path / "corrupt.beton"
+    corrupt.write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="not a readable FFCV"):
+        FFCVImageLoader(corrupt, 4, train=False, num_workers=1)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        FFCVImageLoader(tmp_path / "missing.beton", 4, train=False, num_workers=1)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        write_beton(tmp_path / "no_folder", tmp_path / "out.beton")
+    assert not (tmp_path / "out.beton").exists()
