@@ -196,3 +196,55 @@ def test_ffcv_errors(tmp_path, imagenet_folder):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_beton(tmp_path / "no_folder", tmp_path / "out.beton")
     assert not (tmp_path / "out.beton").exists()
+
+
+@needs_ffcv
+@pytest.mark.timeout(300)
+def test_write_cli(imagenet_folder, tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "sdbnn.pipelines.write", str(imagenet_folder), str(tmp_path / "a.beton"),
+               "--mode", "jpg", "--max-resolution", "64", "--workers", "2"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert first.returncode == 0, first.stderr
+    assert "wrote" in first.stdout and (tmp_path / "a.beton").stat().st_size > 0
+    before = (tmp_path / "a.beton").read_bytes()
+    second = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert second.returncode == 2 and "exists" in second.stderr
+    assert (tmp_path / "a.beton").read_bytes() == before  # nothing written is lost
+    empty = subprocess.run([sys.executable, "-m", "sdbnn.pipelines.write", str(tmp_path / "none"), str(tmp_path / "b.beton")],
+                           capture_output=True, text=True, timeout=240)
+    assert empty.returncode == 2 and "does not exist" in empty.stderr
+
+
+def _distributed_labels(rank, world_size, path, port, results):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        loader = FFCVImageLoader(path, 5, train=False, dataset="cifar", num_workers=1, distributed=True)
+        results[rank] = torch.cat([labels for _, labels in loader]).tolist()
+    finally:
+        dist.destroy_process_group()
+
+
+@needs_ffcv
+@pytest.mark.timeout(300)
+def test_ffcv_distributed_ranks_cover_the_set_once(cifar_root, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    path = write_beton(cifar_root, tmp_path / "c.beton", kind="cifar10", train=False, write_mode="raw", workers=1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_distributed_labels, args=(2, path, port, results), nprocs=2, join=True)
+    counts = {rank: len(results[rank]) for rank in range(2)}
+    assert counts == {0: 10, 1: 10}  # the 20 test images, split evenly
+    expected = torch.bincount(read_cifar(cifar_root, train=False).labels, minlength=10)
+    together = torch.bincount(torch.tensor(results[0] + results[1]), minlength=10)
+    assert torch.equal(together, expected)  # the two ranks' shards add up to the whole set
