@@ -73,6 +73,33 @@ def imagenet_loader(
     return torchvision_loader(ImageFolder(str(source), transform), batch_size, train, device, workers, distributed, seed)
 
 
+def cifar_loader(
+    source: str | Path,
+    batch_size: int,
+    train: bool,
+    *,
+    dataset: str = "cifar10",
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    workers: int | None = None,
+):
+    """CIFAR loader for ``source``: a ``.beton`` file (FFCV; needs ffcv) or torchvision's CIFAR root folder, which
+    is loaded whole into the device-resident loader (the fastest option, no FFCV needed)."""
+    source = Path(source)
+    if source.suffix == ".beton":
+        if not ffcv_available():
+            raise ImportError(f"{source} is an FFCV file but ffcv is not installed; point at the CIFAR folder instead")
+        return FFCVImageLoader(source, batch_size, train, dataset="cifar", device=device,
+                               num_workers=(os.cpu_count() or 1) if workers is None else workers,
+                               distributed=world_size > 1, seed=seed)
+    from sdbnn.pipelines.cifar import DeviceResidentLoader, read_cifar
+
+    return DeviceResidentLoader(read_cifar(source, train, dataset), batch_size, train, device=device, seed=seed,
+                                rank=rank, world_size=world_size)
+
+
 class CifarDataset(torch.utils.data.Dataset):
     """torchvision's CIFAR10/100 dataset semantics (PIL image per sample, then the transform) over `read_cifar`,
     which reads the same files without torchvision's checksum test (so any file in that layout works)."""
