@@ -7,9 +7,9 @@ plus their backward ops (``act_sign_backward``, ``weight_sign_backward``), each 
 and autograd registered, so torch.compile keeps them inside one graph. ``shift`` / ``alpha`` may be None (ASD / WSD
 off). ``k`` and ``t`` are 0-dim tensors so that changing them never recompiles.
 
-Dispatch: CUDA tensors run the Triton kernels in `sdbnn.kernels`; CPU tensors run the reference math (through
-autograd of `sdbnn.reference`, the single source of truth), or the Triton kernels when ``TRITON_INTERPRET=1`` so
-that tests exercise them. ``with sdbnn.backend("reference"):`` bypasses the ops for pure-autograd debugging.
+Dispatch: CUDA tensors run the Triton kernels in `sdbnn.kernels`; CPU tensors run the reference math (the
+functions of `sdbnn.reference`, in closed form, since autograd cannot run inside an op), or the Triton kernels when
+``TRITON_INTERPRET=1`` so that tests exercise them. ``with sdbnn.backend("reference"):`` bypasses the ops for pure-autograd debugging.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import torch
 from torch import Tensor
 
 from sdbnn import reference
+from sdbnn.kernels.layouts import output_like
 
 BACKENDS = ("ops", "reference")
 _backend = "ops"
-
-from sdbnn.kernels.layouts import output_like
 
 try:  # triton ships with CUDA builds of torch; CPU-only installs run the reference math
     from sdbnn.kernels import act_sign as _act_kernels
