@@ -106,6 +106,7 @@ class DeviceResidentLoader:
         rank: int = 0,
         world_size: int = 1,
         dtype: torch.dtype = torch.float32,
+        augment: bool = True,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -114,6 +115,7 @@ class DeviceResidentLoader:
         self.labels = data.labels.to(self.device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.rank, self.world_size, self.dtype = rank, world_size, dtype
+        self.augment = augment and train  # crop + flip suit natural images, not digits
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -141,7 +143,7 @@ class DeviceResidentLoader:
         for start in range(0, len(indices), self.batch_size):
             index = indices[start : start + self.batch_size]
             images = self.images[index]
-            if self.train:
+            if self.augment:
                 images = random_crop_flip(images, generator)
             images = normalize(images, self.dtype).contiguous(memory_format=torch.channels_last)
             yield images, self.labels[index]

@@ -44,3 +44,21 @@ def load_digits_split(num_train: int = 1400, size: int = 32, seed: int = 0) -> D
     labels = torch.from_numpy(digits.target).long()
     train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
     return DigitsSplit(images[train_idx].contiguous(), labels[train_idx], images[val_idx].contiguous(), labels[val_idx])
+
+
+def load_digits_image_sets(num_train: int = 1400, size: int = 32, seed: int = 0):
+    """The same split as `load_digits_split`, as uint8 ImageSets (0–255, 3 channels) for the image loaders."""
+    from sdbnn.pipelines.cifar import ImageSet
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    indices = np.arange(len(digits.target))
+    train_idx, val_idx = train_test_split(indices, train_size=num_train, random_state=seed, stratify=digits.target)
+    images = torch.from_numpy(digits.images).float().div(DIGITS_MAX_VALUE).unsqueeze(1)
+    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    images = images.mul(255).round().to(torch.uint8).expand(-1, 3, -1, -1)
+    labels = torch.from_numpy(digits.target).long()
+    classes = [str(digit) for digit in range(10)]
+    make = lambda idx: ImageSet(images[torch.from_numpy(idx)].contiguous(), labels[torch.from_numpy(idx)], classes)  # noqa: E731
+    return make(train_idx), make(val_idx)

@@ -1,0 +1,104 @@
+"""The Trainer through the CIFAR launcher on real digits: outputs, 2 gloo processes, exact resume, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCHER = str(ROOT / "launch" / "cifar.py")
+DIGITS = ["--dataset", "digits", "--batch-size", "64"]
+OUTPUTS = {"config.yaml", "metrics.jsonl", "metrics.csv", "training_curve.png", "checkpoint.pt", "model.safetensors",
+           "summary.json"}
+
+
+def cpu_env():
+    # Training on CPU runs the ops' reference path; interpreted kernels are for the kernel tests.
+    return {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+
+
+def run(*args, processes=1):
+    if processes == 1:
+        command = [sys.executable, LAUNCHER, *args]
+        env = cpu_env()
+    else:  # 2 CPU ranks over gloo: without ACCELERATE_USE_CPU, --multi_gpu silently runs independent trainings
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   LAUNCHER, *args]
+        env = {**cpu_env(), "ACCELERATE_USE_CPU": "true"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+
+
+def records(directory):
+    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_launcher_writes_every_output(tmp_path, processes):
+    result = run(*DIGITS, "--epochs", "2", "--output-dir", str(tmp_path), processes=processes)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"world size {processes}," in result.stdout
+    assert OUTPUTS <= {p.name for p in tmp_path.iterdir()}
+    epochs = records(tmp_path)
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert all(r["val_samples"] == 397 for r in epochs)  # the full held-out set, over all ranks
+    assert epochs[0]["t"] == 1e-3 and epochs[1]["train_loss"] < epochs[0]["train_loss"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["final"]["epoch"] == 1 and summary["best"]["val_top1"] == max(r["val_top1"] for r in epochs)
+    assert result.stdout.count("final top-1") == 1  # only the main process reports
+
+
+def test_resume_after_interruption_is_exact(tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    assert run(*DIGITS, "--epochs", "3", "--output-dir", str(straight)).returncode == 0
+    first = run(*DIGITS, "--epochs", "3", "--output-dir", str(interrupted), "--stop-after-epoch", "1")
+    assert first.returncode == 0 and not (interrupted / "model.safetensors").exists()
+    resumed = run(*DIGITS, "--epochs", "3", "--output-dir", str(interrupted), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in records(straight)] == [r["train_loss"] for r in records(interrupted)]
+
+
+def test_clear_errors_and_nothing_overwritten(tmp_path):
+    result = run("--model", "resnet21", *DIGITS, "--output-dir", str(tmp_path / "x"))
+    assert result.returncode == 2 and "unknown model 'resnet21'" in result.stderr
+    result = run("--data-dir", str(tmp_path / "missing"), "--epochs", "1", "--output-dir", str(tmp_path / "y"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    run_dir = tmp_path / "run"
+    assert run(*DIGITS, "--epochs", "2", "--output-dir", str(run_dir), "--stop-after-epoch", "1").returncode == 0
+    checkpoint = (run_dir / "checkpoint.pt").read_bytes()
+    again = run(*DIGITS, "--epochs", "2", "--output-dir", str(run_dir))
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    other = run("--model", "vgg_small", *DIGITS, "--epochs", "2", "--output-dir", str(run_dir), "--resume")
+    assert other.returncode == 2 and "of model 'resnet20', not 'vgg_small'" in other.stderr
+    assert (run_dir / "checkpoint.pt").read_bytes() == checkpoint
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "checkpoint.pt").write_bytes(checkpoint[:1000])
+    corrupt = run(*DIGITS, "--epochs", "2", "--output-dir", str(tmp_path / "corrupt"), "--resume")
+    assert corrupt.returncode == 2 and "corrupt" in corrupt.stderr
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from sdbnn.engine.config import TrainConfig
+    from sdbnn.engine.trainer import Trainer, TrainingDiverged
+
+    trainer = Trainer(TrainConfig(model="resnet20", dataset="digits", epochs=3, batch_size=64, lr=0.11,
+                                  output_dir=str(tmp_path), backend="reference"))
+    original, calls = trainer._loss, []
+
+    def failing_loss(images, labels):
+        calls.append(1)
+        loss = original(images, labels)
+        return loss * float("nan") if len(calls) > 25 else loss  # epoch 2 (21 steps per epoch)
+
+    monkeypatch.setattr(trainer, "_loss", failing_loss)
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):
+        trainer.fit()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and len(records(tmp_path)) == 1
