@@ -64,9 +64,11 @@ def imagenet_train_transform(size: int = 224):
     ])
 
 
-def imagenet_val_transform(size: int = 224, resize: int = 256):
+def imagenet_val_transform(size: int = 224, resize: int | None = None):
+    """Resize(256) + CenterCrop(224), or the same 224/256 ratio at other sizes."""
     from torchvision import transforms as T
 
+    resize = resize or round(size * 256 / 224)
     return T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 

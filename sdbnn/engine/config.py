@@ -33,6 +33,7 @@ class TrainConfig:
     kd_temperature: float = 1.0
     kd_alpha: float = 1.0
     init_from: str | None = None  # weights to start from (ImageNet stage 2 starts from stage 1)
+    resolution: int = 224  # ImageNet training crop (FFCV loaders can change it per epoch)
     compile: bool = False
     backend: str = "ops"
     seed: int = 0

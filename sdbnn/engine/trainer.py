@@ -43,7 +43,7 @@ def build_loaders(config: TrainConfig, rank: int, world_size: int, device: torch
         pick = lambda split: root / f"{split}.beton" if (root / f"{split}.beton").is_file() else root / split  # noqa: E731
         make = lambda split, train: imagenet_loader(  # noqa: E731
             pick(split), per_rank, train, device=device, workers=config.workers, distributed=world_size > 1,
-            seed=config.seed,
+            seed=config.seed, resolution=config.resolution,
         )
         return make("train", True), make("val", False)
     augment = config.dataset in ("cifar10", "cifar100", "imagefolder")
@@ -215,4 +215,5 @@ class Trainer:
             save_weights(self.model, self.output_dir / "model.safetensors")
             text = json.dumps(summary, indent=2) + "\n"
             atomic_write(self.output_dir / "summary.json", lambda tmp: tmp.write_text(text))
+        accelerator.wait_for_everyone()  # every rank returns once the final files exist (stage 2 reads them)
         return summary

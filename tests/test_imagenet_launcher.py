@@ -1,0 +1,87 @@
+"""The two-stage ImageNet launcher on real photos (foolbox's 20 ImageNet JPEGs as train/ and val/), 1 and 2 ranks."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import sdbnn
+
+ROOT = Path(__file__).resolve().parent.parent
+_FOOLBOX = importlib.util.find_spec("foolbox")
+pytestmark = pytest.mark.skipif(_FOOLBOX is None, reason="the real test images ship in foolbox (.ci/setup)")
+TINY = ["--epochs", "1", "--batch-size", "4", "--resolution", "64", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def imagenet_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet")
+    photos = sorted((Path(_FOOLBOX.submodule_search_locations[0]) / "data").glob("imagenet_*.jpg"))
+    for split in ("train", "val"):
+        for photo in photos:
+            folder = root / split / photo.stem.split("_")[-1]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / photo.name).write_bytes(photo.read_bytes())
+    return root
+
+
+def launch(*args, processes=1):
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    script = str(ROOT / "launch" / "imagenet.py")
+    if processes == 1:
+        command = [sys.executable, script, *args]
+    else:
+        env["ACCELERATE_USE_CPU"] = "true"
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   script, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_both_stages_run_and_write_outputs(imagenet_dir, tmp_path, processes):
+    result = launch("--data-dir", str(imagenet_dir), *TINY, "--output-dir", str(tmp_path), processes=processes)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(f"world size {processes},") == 2
+    for stage in ("stage1", "stage2"):
+        assert {"model.safetensors", "checkpoint.pt", "metrics.jsonl", "summary.json"} <= {
+            p.name for p in (tmp_path / stage).iterdir()}
+    stage2 = yaml.safe_load((tmp_path / "stage2" / "config.yaml").read_text())
+    assert stage2["init_from"] == str(tmp_path / "stage1" / "model.safetensors")
+    assert stage2["model_options"] == {"binary_weights": True, "wsd": True} and stage2["weight_decay"] == 0.0
+    assert stage2["teacher"] == "resnet34" and stage2["kd_alpha"] == 1.0
+
+
+def test_stage2_starts_from_stage1_and_teacher_stays_frozen(imagenet_dir, tmp_path):
+    sys.path.insert(0, str(ROOT / "launch"))
+    try:
+        import imagenet as launcher
+    finally:
+        sys.path.pop(0)
+    from sdbnn.engine.trainer import Trainer
+
+    args = launcher.parse_args(["--data-dir", str(imagenet_dir), *TINY, "--output-dir", str(tmp_path)])
+    stage1 = Trainer(launcher.stage_config(1, args))
+    assert all(not m.binary_weights and not m.wsd for m in stage1.model.modules() if isinstance(m, sdbnn.SDConv2d))
+    teacher_before = {k: v.clone() for k, v in stage1.teacher.state_dict().items()}
+    stage1.fit()
+    assert not stage1.teacher.training and all(not p.requires_grad for p in stage1.teacher.parameters())
+    assert all(torch.equal(v, stage1.teacher.state_dict()[k]) for k, v in teacher_before.items())
+
+    stage2 = Trainer(launcher.stage_config(2, args))
+    weights = load_file(tmp_path / "stage1" / "model.safetensors")
+    assert all(torch.equal(weights[k], v) for k, v in stage2.model.state_dict().items())
+    convs = [m for m in stage2.model.modules() if isinstance(m, sdbnn.SDConv2d)]
+    assert all(m.binary_weights and m.wsd and m.alpha.requires_grad for m in convs)
+    assert {m.weight_surrogate for m in convs} == {"clip"} and {m.act_surrogate for m in convs} == {"approx"}
+
+
+def test_stage2_without_stage1_is_a_clear_error(imagenet_dir, tmp_path):
+    result = launch("--data-dir", str(imagenet_dir), *TINY, "--stage", "2", "--output-dir", str(tmp_path))
+    assert result.returncode == 2 and "run --stage 1 first" in result.stderr
