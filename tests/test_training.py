@@ -54,15 +54,28 @@ def test_launcher_writes_every_output(tmp_path, processes):
 
 
 def test_resume_after_interruption_is_exact(tmp_path):
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    import signal
+    import time
+
+    straight, stopped, killed = tmp_path / "straight", tmp_path / "stopped", tmp_path / "killed"
     assert run(*DIGITS, "--epochs", "3", "--output-dir", str(straight)).returncode == 0
-    first = run(*DIGITS, "--epochs", "3", "--output-dir", str(interrupted), "--stop-after-epoch", "1")
-    assert first.returncode == 0 and not (interrupted / "model.safetensors").exists()
-    resumed = run(*DIGITS, "--epochs", "3", "--output-dir", str(interrupted), "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a, b = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["train_loss"] for r in records(straight)] == [r["train_loss"] for r in records(interrupted)]
+    # a clean stop after epoch 1 ...
+    first = run(*DIGITS, "--epochs", "3", "--output-dir", str(stopped), "--stop-after-epoch", "1")
+    assert first.returncode == 0 and not (stopped / "model.safetensors").exists()
+    # ... and a SIGKILL at whatever point follows the first checkpoint
+    process = subprocess.Popen([sys.executable, LAUNCHER, *DIGITS, "--epochs", "3", "--output-dir", str(killed)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cpu_env(), cwd=ROOT)
+    deadline = time.time() + 300
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    for interrupted in (stopped, killed):
+        resumed = run(*DIGITS, "--epochs", "3", "--output-dir", str(interrupted), "--resume")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        a, b = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert [r["train_loss"] for r in records(straight)] == [r["train_loss"] for r in records(interrupted)]
 
 
 def test_clear_errors_and_nothing_overwritten(tmp_path):

@@ -27,6 +27,15 @@ from sdbnn.reference import ede_schedule
 CHECKPOINT = "checkpoint.pt"
 
 
+def _tensorboard(directory: Path):
+    """A TensorBoard writer into ``directory/tensorboard`` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(directory / "tensorboard"))
+
+
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -163,6 +172,7 @@ class Trainer:
             print(f"{config.model} on {config.dataset}: world size {self.world_size}, device {accelerator.device}, "
                   f"epochs {start_epoch}..{config.epochs}, global batch {config.batch_size}", flush=True)
         steps_per_epoch = len(self.train_loader)
+        board = _tensorboard(self.output_dir) if self.main else None
         with sdbnn.backend(config.backend):
             for epoch in range(start_epoch, config.epochs):
                 started = time.perf_counter()
@@ -198,6 +208,10 @@ class Trainer:
                           "seconds": seconds, "images_per_s": steps_per_epoch * config.batch_size / seconds}
                 if record["val_top1"] >= best.get("val_top1", -1.0):
                     best = {"epoch": epoch, "val_top1": record["val_top1"], "val_top5": record["val_top5"]}
+                if board is not None:
+                    for key in ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "t", "images_per_s"):
+                        board.add_scalar(key, record[key], epoch)
+                    board.flush()
                 if self.main:
                     metrics.append(record)
                     metrics.plot(title=f"{config.model} on {config.dataset}")
