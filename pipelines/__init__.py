@@ -2,14 +2,13 @@
 torchvision fallbacks, the paper's augmentations, and small real datasets for demos and tests."""
 
 from sdbnn.pipelines.cifar import DeviceResidentLoader, ImageSet, read_cifar
-from sdbnn.pipelines.digits import DigitsSplit, load_digits_split
+from sdbnn.pipelines.digits import load_digits
 from sdbnn.pipelines.folders import load_image_folder, load_mnist5k, scan_image_folder
 
 __all__ = [
     "DeviceResidentLoader",
-    "DigitsSplit",
     "ImageSet",
-    "load_digits_split",
+    "load_digits",
     "load_image_folder",
     "load_mnist5k",
     "read_cifar",

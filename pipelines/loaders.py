@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from sdbnn.pipelines import transforms
+from sdbnn.pipelines.cifar import DeviceResidentLoader, read_cifar
 from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available
 from sdbnn.pipelines.folders import scan_image_folder
 
@@ -92,10 +93,8 @@ def cifar_loader(
         if not ffcv_available():
             raise ImportError(f"{source} is an FFCV file but ffcv is not installed; point at the CIFAR folder instead")
         return FFCVImageLoader(source, batch_size, train, dataset="cifar", device=device,
-                               num_workers=(os.cpu_count() or 1) if workers is None else workers,
+                               num_workers=-1 if workers is None else workers,
                                distributed=world_size > 1, seed=seed)
-    from sdbnn.pipelines.cifar import DeviceResidentLoader, read_cifar
-
     return DeviceResidentLoader(read_cifar(source, train, dataset), batch_size, train, device=device, seed=seed,
                                 rank=rank, world_size=world_size)
 
@@ -105,8 +104,6 @@ class CifarDataset(torch.utils.data.Dataset):
     which reads the same files without torchvision's checksum test (so any file in that layout works)."""
 
     def __init__(self, root: str | Path, train: bool, dataset: str = "cifar10", transform=None):
-        from sdbnn.pipelines.cifar import read_cifar
-
         data = read_cifar(root, train, dataset)
         self.images = data.images.permute(0, 2, 3, 1).contiguous().numpy()
         self.labels = data.labels.tolist()

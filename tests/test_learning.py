@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import sdbnn
-from sdbnn.pipelines.digits import load_digits_image_sets
+from sdbnn.pipelines.digits import load_digits
 from sdbnn.pipelines.transforms import normalize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def test_resnet20_learns_digits(tmp_path):
     # The saved weights reproduce the last epoch's held-out accuracy.
     model = sdbnn.create_model("resnet20")
     model.load_state_dict(load_file(tmp_path / "model.safetensors"))
-    _, held_out = load_digits_image_sets()
+    _, held_out = load_digits()
     with torch.no_grad():
         predictions = model.eval()(normalize(held_out.images)).argmax(1)
     accuracy = (predictions == held_out.labels).float().mean().item()

@@ -20,7 +20,7 @@ def test_source_tree_without_install():
     code = (
         "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in str(getattr(f, '__module__', ''))];"
         f"sys.path.insert(0, {str(ROOT)!r});"
-        "import sdbnn, sdbnn.pipelines; from sdbnn.pipelines import load_digits_split;"
+        "import sdbnn, sdbnn.pipelines; from sdbnn.pipelines import load_digits;"
         "print(sdbnn.__file__, sdbnn.pipelines.__file__)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")

@@ -42,8 +42,7 @@ class TrainingDiverged(FloatingPointError):
 
 def build_loaders(config: TrainConfig, rank: int, world_size: int, device: torch.device):
     """(train loader, held-out loader) sharded for this rank; each yields device batches."""
-    from sdbnn.pipelines import DeviceResidentLoader, load_image_folder, load_mnist5k, read_cifar
-    from sdbnn.pipelines.digits import load_digits_image_sets
+    from sdbnn.pipelines import DeviceResidentLoader, load_digits, load_image_folder, load_mnist5k, read_cifar
     from sdbnn.pipelines.loaders import imagenet_loader
 
     per_rank = config.batch_size // world_size
@@ -57,7 +56,7 @@ def build_loaders(config: TrainConfig, rank: int, world_size: int, device: torch
         return make("train", True), make("val", False)
     augment = config.dataset in ("cifar10", "cifar100", "imagefolder")
     if config.dataset == "digits":
-        train, val = load_digits_image_sets(seed=config.seed)
+        train, val = load_digits(seed=config.seed)
     elif config.dataset == "mnist5k":
         train, val = load_mnist5k(seed=config.seed)
     else:
