@@ -25,6 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=["cifar10", "cifar100", "imagefolder", "digits", "mnist5k"])
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--accumulation-steps", type=int,
+                        help="micro-batches per process per optimizer step (global batch unchanged)")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--t-min", type=float)
     parser.add_argument("--no-asd", action="store_true", help="ablation: no activation self-distribution")
@@ -46,7 +48,8 @@ def build_config(args):
     values = load_recipe(recipe) if (args.recipe or recipe.is_file()) else {"model": args.model}
     values["model"] = args.model
     overrides = {"data_dir": args.data_dir, "dataset": args.dataset, "epochs": args.epochs,
-                 "batch_size": args.batch_size, "lr": args.lr, "t_min": args.t_min, "compile": args.compile,
+                 "batch_size": args.batch_size,
+                 "accumulation_steps": args.accumulation_steps, "lr": args.lr, "t_min": args.t_min, "compile": args.compile,
                  "backend": args.backend, "seed": args.seed, "output_dir": args.output_dir}
     values.update({key: value for key, value in overrides.items() if value is not None})
     options = dict(values.get("model_options") or {})

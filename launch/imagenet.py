@@ -24,6 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--teacher-weights", help="ResNet-34 state dict file ('torchvision' downloads, online only)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--accumulation-steps", type=int,
+                        help="micro-batches per process per optimizer step (global batch unchanged)")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--resolution", type=int)
     parser.add_argument("--workers", type=int)
@@ -40,7 +42,8 @@ def stage_config(stage: int, args):
     from sdbnn.engine.config import TrainConfig, load_recipe
 
     values = load_recipe(CONFIGS / f"imagenet_stage{stage}.yaml")
-    overrides = {"data_dir": args.data_dir, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+    overrides = {"data_dir": args.data_dir, "epochs": args.epochs, "batch_size": args.batch_size,
+                 "accumulation_steps": args.accumulation_steps, "lr": args.lr,
                  "resolution": args.resolution, "workers": args.workers, "kd_temperature": args.kd_temperature,
                  "kd_alpha": args.kd_alpha, "compile": args.compile, "seed": args.seed,
                  "teacher_weights": args.teacher_weights}

@@ -72,16 +72,29 @@ def _cifar_classes(directory: Path, dataset: str) -> list[str]:
     return [str(index) for index in range(10 if dataset == "cifar10" else 100)]
 
 
-def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = CIFAR_PADDING) -> torch.Tensor:
-    """Per-sample random crop of the zero-padded images back to their size, then a random horizontal flip."""
+def random_crop_flip(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    padding: int = CIFAR_PADDING,
+    draws: int | None = None,
+    first: int = 0,
+) -> torch.Tensor:
+    """Per-sample random crop of the zero-padded images back to their size, then a random horizontal flip.
+
+    ``draws`` samples' crops and flips are drawn (default: one per image) and images take draws ``first``,
+    ``first + 1``, ...: ranks that each hold one slice of a global batch draw the same numbers, so a sample's
+    augmentation does not depend on how many processes share the batch.
+    """
     batch, channels, height, width = images.shape
+    draws = batch if draws is None else draws
     padded = F.pad(images, (padding, padding, padding, padding))
     device = images.device
-    dy = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
-    dx = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
+    mine = slice(first, first + batch)
+    dy = torch.randint(0, 2 * padding + 1, (draws,), generator=generator, device=device)[mine]
+    dx = torch.randint(0, 2 * padding + 1, (draws,), generator=generator, device=device)[mine]
+    flip = (torch.rand(draws, generator=generator, device=device) < 0.5)[mine]
     rows = (dy[:, None] + torch.arange(height, device=device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(width, device=device))[:, None, None, :]
-    flip = torch.rand(batch, generator=generator, device=device) < 0.5
     cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
     samples = torch.arange(batch, device=device)[:, None, None, None]
     return padded[samples, torch.arange(channels, device=device)[None, :, None, None], rows, cols]
@@ -90,10 +103,12 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
 class DeviceResidentLoader:
     """Batches of a whole uint8 dataset held on ``device``; reshuffled every epoch, sharded across ranks.
 
-    Every rank draws the same permutation (seeded by seed + epoch) and takes every ``world_size``-th index from
-    ``rank``: together the ranks see each sample once per epoch. Training drops the samples that do not fill a whole
-    batch on every rank (so all ranks take the same number of steps); evaluation keeps every sample.
-    Yields (normalised images [channels_last], labels).
+    ``batch_size`` is per rank. In training every rank draws the same permutation (seeded by seed + epoch), cuts it
+    into global batches of ``batch_size * world_size`` and takes its contiguous slice of each; crops and flips are
+    drawn per global batch too. So the global batch at every step, augmentation included, is the same for any number
+    of processes (2 ranks × 32 see exactly what 1 process × 64 sees). The samples that do not fill a last global batch
+    are dropped (every rank takes the same number of steps). Evaluation takes every ``world_size``-th sample and keeps
+    them all. Yields (normalised images [channels_last], labels).
     """
 
     def __init__(
@@ -127,23 +142,25 @@ class DeviceResidentLoader:
             return torch.arange(self.rank, count, self.world_size, device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(self.seed + self.epoch)
         order = torch.randperm(count, generator=generator, device=self.device)
-        per_rank = (count // self.world_size) // self.batch_size * self.batch_size
-        return order[self.rank :: self.world_size][:per_rank]
+        global_batch = self.batch_size * self.world_size
+        steps = count // global_batch
+        return order[: steps * global_batch].view(steps, self.world_size, self.batch_size)[:, self.rank].reshape(-1)
 
     def __len__(self) -> int:
         count = len(self.labels)
         if self.train:
-            return (count // self.world_size) // self.batch_size
+            return count // (self.batch_size * self.world_size)
         mine = len(range(self.rank, count, self.world_size))
         return -(-mine // self.batch_size)
 
     def __iter__(self):
         indices = self._indices()
-        generator = torch.Generator(device=self.device).manual_seed(self.seed + self.epoch + 1_000_003 * (self.rank + 1))
+        generator = torch.Generator(device=self.device).manual_seed(self.seed + self.epoch + 1_000_003)  # same on every rank
         for start in range(0, len(indices), self.batch_size):
             index = indices[start : start + self.batch_size]
             images = self.images[index]
             if self.augment:
-                images = random_crop_flip(images, generator)
+                images = random_crop_flip(images, generator, draws=self.batch_size * self.world_size,
+                                          first=self.rank * self.batch_size)
             images = normalize(images, self.dtype).contiguous(memory_format=torch.channels_last)
             yield images, self.labels[index]

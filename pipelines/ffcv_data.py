@@ -178,6 +178,7 @@ class FFCVImageLoader:
         self.device = torch.device(device)
         self.train, self.dtype = train, dtype
         self.lighting_std = lighting_std if (train and dataset == "imagenet") else 0.0
+        self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         if dataset == "imagenet":
             self.decoder = (
@@ -209,6 +210,11 @@ class FFCVImageLoader:
             distributed=distributed,
             seed=seed,
         )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle order (and PCA lighting) of ``epoch``, so a resumed run continues the same sequence."""
+        self.loader.next_epoch = epoch
+        self.generator.manual_seed(self.seed + epoch)
 
     def set_resolution(self, resolution: int) -> None:
         if not hasattr(self.decoder, "output_size"):

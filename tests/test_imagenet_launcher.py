@@ -85,3 +85,19 @@ def test_stage2_starts_from_stage1_and_teacher_stays_frozen(imagenet_dir, tmp_pa
 def test_stage2_without_stage1_is_a_clear_error(imagenet_dir, tmp_path):
     result = launch("--data-dir", str(imagenet_dir), *TINY, "--stage", "2", "--output-dir", str(tmp_path))
     assert result.returncode == 2 and "run --stage 1 first" in result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="ffcv is not installed")
+@pytest.mark.timeout(400)
+def test_stage1_trains_from_ffcv_files(imagenet_dir, tmp_path):
+    from sdbnn.pipelines.ffcv_data import write_beton
+
+    betons = tmp_path / "betons"
+    for split in ("train", "val"):
+        write_beton(imagenet_dir / split, betons / f"{split}.beton", write_mode="jpg", max_resolution=96, workers=2)
+    result = launch("--data-dir", str(betons), *TINY, "--epochs", "2", "--stage", "1", "--output-dir",
+                    str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "using torchvision" not in result.stderr  # the .beton files were read, not a fallback
+    records = [yaml.safe_load(line) for line in (tmp_path / "run" / "stage1" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1] and all(r["val_samples"] == 20 for r in records)

@@ -108,6 +108,18 @@ def test_device_loader_order_sharding_and_statistics(cifar_root):
     assert sum(len(y) for _, y in evaluation) == 100  # nothing dropped in evaluation
 
 
+def test_device_loader_global_batch_does_not_depend_on_world_size(cifar_root):
+    data = read_cifar(cifar_root, train=True)
+    single = DeviceResidentLoader(data, 20, train=True, seed=7)
+    ranks = [DeviceResidentLoader(data, 10, train=True, seed=7, rank=r, world_size=2) for r in range(2)]
+    for loader in (single, *ranks):
+        loader.set_epoch(2)
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 5
+    for (images, labels), (images0, labels0), (images1, labels1) in zip(single, *ranks):
+        assert torch.equal(labels, torch.cat([labels0, labels1]))
+        assert torch.equal(images, torch.cat([images0, images1]))  # same crops and flips too
+
+
 def test_small_real_datasets(imagenet_folder, tmp_path):
     train, test = load_mnist5k()
     assert train.images.shape == (4000, 3, 32, 32) and len(test) == 1000
@@ -168,6 +180,11 @@ def test_ffcv_imagenet_jpeg_bounded_error_and_augmentation(imagenet_folder, tmp_
     assert abs(images.mean().item()) < 1.0 and 0.5 < images.std().item() < 2.0
     again = FFCVImageLoader(raw, 10, train=True, resolution=96, num_workers=2, seed=1)
     assert torch.equal(torch.cat([y for _, y in again]), torch.cat([y for _, y in batches]))  # same seed, same order
+    orders = []
+    for loader in (again, FFCVImageLoader(raw, 10, train=True, resolution=96, num_workers=2, seed=1)):
+        loader.set_epoch(3)  # a resumed run jumps straight to its epoch's order
+        orders.append(torch.cat([y for _, y in loader]))
+    assert torch.equal(*orders) and not torch.equal(orders[0], torch.cat([y for _, y in batches]))
     train.set_resolution(64)
     assert next(iter(train))[0].shape[-1] == 64
 

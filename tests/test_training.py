@@ -22,10 +22,10 @@ def cpu_env():
     return {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
 
 
-def run(*args, processes=1):
+def run(*args, processes=1, threads=None):
     if processes == 1:
         command = [sys.executable, LAUNCHER, *args]
-        env = cpu_env()
+        env = cpu_env() if threads is None else {**cpu_env(), "OMP_NUM_THREADS": str(threads)}
     else:  # 2 CPU ranks over gloo: without ACCELERATE_USE_CPU, --multi_gpu silently runs independent trainings
         command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
                    str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -51,6 +51,25 @@ def test_launcher_writes_every_output(tmp_path, processes):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["final"]["epoch"] == 1 and summary["best"]["val_top1"] == max(r["val_top1"] for r in epochs)
     assert result.stdout.count("final top-1") == 1  # only the main process reports
+
+
+def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
+    # Each rank takes a contiguous half of every global batch of 64; one process accumulating 2 micro-batches of 32
+    # sees the same BatchNorm batches and sums the same gradients. One thread, as accelerate gives each CPU rank (the
+    # thread count changes the float reduction order, and binary nets amplify that).
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = run(*DIGITS, "--epochs", "2", "--accumulation-steps", "2", "--output-dir", str(one), threads=1)
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = run(*DIGITS, "--epochs", "2", "--output-dir", str(two), processes=2)
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert "world size 1," in single.stdout and "world size 2," in double.stdout
+    losses_one, losses_two = ([r["train_loss"] for r in records(d)] for d in (one, two))
+    assert losses_one == pytest.approx(losses_two, rel=1e-6, abs=0)
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    learned = [key for key in a if "running_" not in key and "num_batches" not in key]
+    assert len(learned) > 60
+    for key in learned:  # BatchNorm running statistics differ by design: DDP keeps rank 0's
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
 def test_resume_after_interruption_is_exact(tmp_path):

@@ -18,6 +18,7 @@ class TrainConfig:
     data_dir: str | None = None
     epochs: int = 500
     batch_size: int = 128  # global: split evenly over the processes
+    accumulation_steps: int = 1  # micro-batches per rank per optimizer step (BatchNorm sees one micro-batch)
     lr: float = 0.11
     optimizer: str = "sgd"  # sgd (momentum, no Nesterov) | adam
     momentum: float = 0.9
@@ -49,8 +50,8 @@ class TrainConfig:
             raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; choose cosine or linear")
         if self.weight_decay_on not in ("all", "conv_weights"):
             raise ValueError(f"weight_decay_on must be all or conv_weights, got {self.weight_decay_on!r}")
-        if self.epochs <= 0 or self.batch_size <= 0:
-            raise ValueError("epochs and batch_size must be positive")
+        if self.epochs <= 0 or self.batch_size <= 0 or self.accumulation_steps <= 0:
+            raise ValueError("epochs, batch_size and accumulation_steps must be positive")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -88,10 +88,12 @@ class Trainer:
 
         self.config, self.resume, self.stop_after_epoch = config, resume, stop_after_epoch
         cuda = torch.cuda.is_available()
-        self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no")
+        self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no",
+                                       gradient_accumulation_steps=config.accumulation_steps)
         self.world_size = self.accelerator.num_processes
-        if config.batch_size % self.world_size:
-            raise ValueError(f"batch size {config.batch_size} does not split over {self.world_size} processes")
+        if config.batch_size % (self.world_size * config.accumulation_steps):
+            raise ValueError(f"batch size {config.batch_size} does not split over {self.world_size} processes × "
+                             f"{config.accumulation_steps} accumulation steps")
         set_seed(config.seed)
         self.output_dir = Path(config.output_dir)
         self.model = sdbnn.create_model(config.model, **config.model_options)
@@ -184,19 +186,26 @@ class Trainer:
                 for batch_index, (images, labels) in enumerate(bar):
                     if config.ede_per_step:
                         k, t = self._set_ede(epoch + batch_index / steps_per_epoch)
-                    loss = self._loss(images, labels)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"loss became {loss.item()} at epoch {epoch + 1}, step {batch_index + 1}; "
-                            f"the last good checkpoint ({checkpoint}) is kept"
-                        )
-                    self.optimizer.zero_grad(set_to_none=True)
-                    accelerator.backward(loss)
-                    self.optimizer.step()
+                    # one optimizer step per batch; Accelerate skips the all-reduce, step and zero_grad until the
+                    # last micro-batch and scales each micro-batch loss by 1 / accumulation_steps
+                    loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+                    for micro_images, micro_labels in zip(images.chunk(config.accumulation_steps),
+                                                          labels.chunk(config.accumulation_steps)):
+                        with accelerator.accumulate(self.forward_model):
+                            micro_loss = self._loss(micro_images, micro_labels)
+                            if not torch.isfinite(micro_loss):
+                                raise TrainingDiverged(
+                                    f"loss became {micro_loss.item()} at epoch {epoch + 1}, step {batch_index + 1}; "
+                                    f"the last good checkpoint ({checkpoint}) is kept"
+                                )
+                            accelerator.backward(micro_loss)
+                            self.optimizer.step()
+                            self.optimizer.zero_grad(set_to_none=True)
+                        loss += micro_loss.detach().double() / config.accumulation_steps
                     step += 1
                     if config.lr_schedule == "linear":
                         self.scheduler.step()
-                    loss_sum += loss.detach().double()
+                    loss_sum += loss
                     if self.main and batch_index % 10 == 0:
                         bar.set_postfix(loss=f"{loss.item():.3f}")
                 if config.lr_schedule == "cosine":
