@@ -12,10 +12,6 @@ measured in the same run, and peak memory of forward+backward (CUDA). Prints a t
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
-import re
 import statistics
 import sys
 import time
@@ -164,18 +160,9 @@ def measure(op: str, case, dtype, device, surrogate: str, quick: bool, copy_gbps
     return rows
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()})"
-
-
 def markdown_table(result: dict) -> str:
     lines = [
-        f"# Kernel benchmark — {result['device']} — {result['date']}",
-        "",
-        f"torch {result['torch']}, triton {result['triton']}; fused path: {result['fused_path']}; "
-        f"measured copy bandwidth {result['copy_bandwidth_gbps']:.0f} GB/s. Forward+backward (fwd+bwd) times; "
+        f"Measured copy bandwidth {result['copy_bandwidth_gbps']:.0f} GB/s. Forward+backward (fwd+bwd) times; "
         "ratios are baseline time / fused time in this run.",
         "",
         "| op | case | layout | dtype | fused fwd ms | fused fwd+bwd ms | fwd+bwd GB/s | of copy BW | × eager | × compiled | peak MB |",
@@ -194,7 +181,23 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run(quick: bool, device: torch.device, surrogate: str = "ede") -> dict:
+    """Every op × case × dtype × provider; copy bandwidth as the floor."""
+    cases = QUICK_CASES if quick else FULL_CASES
+    dtypes = [torch.float32] if quick else [torch.bfloat16, torch.float32]
+    copy_gbps = copy_bandwidth_gbps(device, quick)
+    result = {"surrogate": surrogate, "copy_bandwidth_gbps": copy_gbps, "quick": quick, "rows": []}
+    for op in ("act_sign", "weight_sign"):
+        for case in cases:
+            for dtype in dtypes:
+                rows = measure(op, case, dtype, device, surrogate, quick, copy_gbps)
+                result["rows"].extend(asdict(row) for row in rows)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.common import environment, write_results
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny shapes, few repetitions (CPU smoke run)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON and markdown")
@@ -204,36 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cpu" and not args.quick:
         print("note: no CUDA device; CPU timings of the fused path are the reference math or the Triton interpreter")
-    cases = QUICK_CASES if args.quick else FULL_CASES
-    dtypes = [torch.float32] if args.quick else [torch.bfloat16, torch.float32]
-    copy_gbps = copy_bandwidth_gbps(device, args.quick)
-    probe = torch.empty(1, device=device)
-    result = {
-        "device": device_name(device),
-        "date": datetime.date.today().isoformat(),
-        "torch": torch.__version__,
-        "triton": getattr(sys.modules.get("triton"), "__version__", None),
-        "fused_path": "triton" if ops.uses_triton(probe) else "reference math (no Triton kernels on this device)",
-        "surrogate": args.surrogate,
-        "copy_bandwidth_gbps": copy_gbps,
-        "quick": args.quick,
-        "rows": [],
-    }
-    for op in ("act_sign", "weight_sign"):
-        for case in cases:
-            for dtype in dtypes:
-                rows = measure(op, case, dtype, device, args.surrogate, args.quick, copy_gbps)
-                result["rows"].extend(asdict(row) for row in rows)
+    environment_info = environment(device)
+    result = {**environment_info, **run(args.quick, device, args.surrogate)}
     table = markdown_table(result)
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", result["device"].lower()).strip("-")
-    stem = f"kernels-{slug}-{result['date']}"
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(table)
-    print(f"wrote {args.out / stem}.json and .md")
+    header = (f"# Kernel benchmark — {result['device']} — {result['date']}\n\ntorch {result['torch']}, "
+              f"triton {result['triton']}; fused path: {result['fused_path']}.\n\n")
+    write_results(args.out, "kernels", result, header + table)
     return 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

@@ -12,12 +12,10 @@ pipeline then), then the median of timed epochs. Ratios are measured in the same
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
 import pickle
-import platform
 import shutil
 import statistics
 import sys
@@ -33,15 +31,32 @@ from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, write_bet
 from sdbnn.pipelines.loaders import cifar_torchvision_loader, imagenet_loader
 
 
-def foolbox_data() -> Path:
+def foolbox_data() -> Path | None:
     spec = importlib.util.find_spec("foolbox")
-    if spec is None:
-        raise SystemExit("the benchmark images ship in foolbox: pip install --no-deps foolbox==3.3.4")
-    return Path(spec.submodule_search_locations[0]) / "data"
+    return None if spec is None else Path(spec.submodule_search_locations[0]) / "data"
+
+
+def synthetic_photos(root: Path, count: int = 20) -> list[Path]:
+    """Stand-in JPEGs (smooth colour fields plus noise, 500×375) for machines without foolbox: speed only."""
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    y, x = np.mgrid[0:375, 0:500]
+    for index in range(count):
+        phase = generator.uniform(0, 2 * np.pi, 3)
+        field = np.stack([np.sin(x / (40 + 9 * index) + p) * np.cos(y / 55 + p) for p in phase], -1)
+        pixels = np.clip(127 + 90 * field + generator.normal(0, 12, field.shape), 0, 255).astype(np.uint8)
+        path = root / f"synthetic_{index:03d}_{index % 10}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(path)
+    return paths
 
 
 def make_imagenet_folder(root: Path, count: int) -> Path:
-    photos = sorted(foolbox_data().glob("imagenet_*.jpg"))
+    data = foolbox_data()
+    photos = sorted(data.glob("imagenet_*.jpg")) if data else synthetic_photos(root.parent / "synthetic")
     for index in range(count):
         photo = photos[index % len(photos)]
         folder = root / photo.stem.split("_")[-1]
@@ -53,9 +68,14 @@ def make_imagenet_folder(root: Path, count: int) -> Path:
 def make_cifar_root(root: Path, count: int) -> Path:
     from PIL import Image
 
-    files = sorted(foolbox_data().glob("cifar10_*.png"))
-    images = np.stack([np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1).reshape(-1) for f in files])
-    labels = [int(f.stem.split("_")[-1]) for f in files]
+    data = foolbox_data()
+    if data:
+        files = sorted(data.glob("cifar10_*.png"))
+        images = np.stack([np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1).reshape(-1) for f in files])
+        labels = [int(f.stem.split("_")[-1]) for f in files]
+    else:  # speed only: the loaders do the same work on any uint8 pixels
+        images = np.random.default_rng(0).integers(0, 256, (20, 3 * 32 * 32), dtype=np.uint8)
+        labels = [index % 10 for index in range(20)]
     repeat = -(-count // len(files))
     batch = {b"data": np.tile(images, (repeat, 1))[:count], b"labels": (labels * repeat)[:count]}
     folder = root / "cifar-10-batches-py"
@@ -79,7 +99,7 @@ def images_per_second(loader, epochs: int) -> float:
     return statistics.median(rates)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, help="an ImageFolder to use instead of copied foolbox photos")
     parser.add_argument("--images", type=int, default=2000, help="JPEG files to make from the 20 photos")
@@ -91,14 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up epoch)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="write the results here")
-    args = parser.parse_args(argv)
-    result = {
-        "device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({platform.machine()})",
-        "cpu_cores": os.cpu_count(),
-        "workers": args.workers,
-        "date": datetime.date.today().isoformat(),
-        "torch": torch.__version__,
-    }
+    return parser.parse_args(argv)
+
+
+QUICK_ARGS = ["--images", "64", "--cifar-images", "1024", "--epochs", "1", "--batch-size", "32",
+              "--max-resolution", "256", "--workers", "2"]
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Images/s of each pipeline and the ratios, measured in this run."""
+    result = {"workers": args.workers, "batch_size": args.batch_size, "images": args.images,
+              "real_images": foolbox_data() is not None or args.data_dir is not None}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         folder = args.data_dir or make_imagenet_folder(scratch / "imagenet", args.images)
@@ -137,6 +160,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CIFAR train, torchvision CIFAR10 + DataLoader:        {cifar_torchvision:8.0f} images/s")
         print(f"CIFAR train, device-resident loader ({args.device}):        {cifar_device:8.0f} images/s "
               f"({cifar_device / cifar_torchvision:.1f}x torchvision)")
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    images = "real JPEGs" if result["real_images"] else "synthetic JPEGs (foolbox not installed)"
+    lines = [f"{result['workers']} workers each, {images}; ratios measured in the same run.", "",
+             "| pipeline | images/s | ratio |", "|---|---|---|",
+             f"| ImageNet train, torchvision ImageFolder + DataLoader | {result['imagenet_torchvision_images_per_s']:,.0f} | 1.00 |"]
+    if "imagenet_ffcv_images_per_s" in result:
+        lines.append(f"| ImageNet train, FFCV ({result['ffcv_storage']}) | {result['imagenet_ffcv_images_per_s']:,.0f} | "
+                     f"{result['imagenet_ffcv_over_torchvision']:.2f}× |")
+    lines += [f"| CIFAR train, torchvision-style dataset + DataLoader | {result['cifar_torchvision_images_per_s']:,.0f} | 1.00 |",
+              f"| CIFAR train, device-resident loader | {result['cifar_device_resident_images_per_s']:,.0f} | "
+              f"{result['cifar_device_over_torchvision']:.1f}× |"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.common import environment
+
+    args = parse_args(argv)
+    result = {**environment(torch.device(args.device)), **run(args)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -145,4 +190,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

@@ -162,3 +162,16 @@ def test_unknown_official_model_and_layout_changing_options():
         sdbnn.from_official("resnet20", random_official_state_dict("resnet20"), asd="off")
     stage1 = sdbnn.from_official("resnet18_imagenet", random_official_state_dict("resnet18_imagenet"), binary_weights=False, wsd=False)
     assert not stage1.layer1[0].conv.binary_weights
+
+
+def test_saved_weights_are_atomic_and_have_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from sdbnn.checkpoints import save_weights
+
+    path = save_weights(sdbnn.create_model("resnet20"), tmp_path / "model.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # safetensors recreates the temp file as 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp file left behind

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+PAPER_KEY = "paper"
 DATASETS = ("cifar10", "cifar100", "imagefolder", "digits", "mnist5k", "imagenet")
 
 
@@ -70,7 +71,7 @@ class TrainConfig:
         atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False)))
 
 
-def load_recipe(path: str | Path) -> dict:
+def _read_recipe(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe {path} does not exist")
@@ -78,3 +79,15 @@ def load_recipe(path: str | Path) -> dict:
     if not isinstance(values, dict):
         raise ValueError(f"recipe {path} is not a mapping of config keys")
     return values
+
+
+def load_recipe(path: str | Path) -> dict:
+    """A recipe's config values (its ``paper`` block, the published result, is not one of them)."""
+    values = _read_recipe(path)
+    values.pop(PAPER_KEY, None)
+    return values
+
+
+def load_paper_result(path: str | Path) -> dict | None:
+    """The published result a recipe reproduces (row, top1, top5, which epoch), or None."""
+    return _read_recipe(path).get(PAPER_KEY)

@@ -1,0 +1,183 @@
+"""ASD / WSD ablations: every variant × every seed through the CIFAR launcher, then a mean ± std table and a plot.
+
+    python launch/ablations.py --dataset digits --epochs 15 --batch-size 64 --seeds 0 1 2 3 4      # CPU, minutes
+    accelerate launch launch/ablations.py --model resnet20 --data-dir ~/data --seeds 0 1 2        # paper recipe, GPU
+    python launch/ablations.py --output-dir runs/ablations_digits_resnet20 --report-only          # table only
+
+Variants (the paper published none of these numbers):
+  baseline        sign + EDE only (no ASD, no WSD)
+  asd             + activation self-distribution (dynamic SE gate)
+  wsd             + weight self-distribution
+  asd+wsd         SD-BNN as published
+  static_asd+wsd  SD-BNN with one learned shift per channel instead of the gate
+
+Every other argument goes to launch/cifar.py unchanged (--model, --dataset, --epochs, --lr, ...). Each run lives in
+<output-dir>/<variant>/seed<N>/; a finished run is reused and an interrupted one resumed, so the command can be
+repeated until the table is complete. Writes <output-dir>/ablations.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cifar as cifar_launcher  # noqa: E402  (the sibling launcher: one set of flags and recipes)
+
+# variant -> the CIFAR launcher's own ablation flags
+VARIANTS = {
+    "baseline": ["--no-asd", "--no-wsd"],
+    "asd": ["--no-wsd"],
+    "wsd": ["--no-asd"],
+    "asd+wsd": [],
+    "static_asd+wsd": ["--static-asd"],
+}
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+    # no abbreviations: unknown flags pass to the launcher, and --seed must not become --seeds
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--output-dir", type=Path, help="default: runs/ablations_<dataset>_<model>")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the table from finished runs")
+    args, launcher_args = parser.parse_known_args(argv)
+    for flag in ("--seed", "--output-dir", "--no-asd", "--no-wsd", "--static-asd", "--resume"):
+        if flag in launcher_args:
+            raise ValueError(f"{flag} is chosen by the ablation runner per run")
+    return args, launcher_args
+
+
+def run_directory(root: Path, variant: str, seed: int) -> Path:
+    return root / variant / f"seed{seed}"
+
+
+def train_one(launcher_args: list[str], variant: str, seed: int, directory: Path) -> None:
+    """One launcher run; reuse it when finished, resume it when interrupted."""
+    if (directory / "summary.json").is_file():
+        return
+    argv = [*launcher_args, *VARIANTS[variant], "--seed", str(seed), "--output-dir", str(directory)]
+    if (directory / "checkpoint.pt").is_file():
+        argv.append("--resume")
+    if cifar_launcher.main(argv) != 0:
+        raise RuntimeError(f"the {variant} run with seed {seed} failed (see its error above)")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single run)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def collect(root: Path, variants: list[str], seeds: list[int]) -> dict:
+    """Final and best top-1 of every finished run, and mean ± std per variant."""
+    table = {}
+    for variant in variants:
+        runs = []
+        for seed in seeds:
+            path = run_directory(root, variant, seed) / "summary.json"
+            if path.is_file():
+                summary = json.loads(path.read_text())
+                runs.append({"seed": seed, "final_top1": summary["final"]["val_top1"],
+                             "best_top1": summary["best"]["val_top1"], "best_epoch": summary["best"]["epoch"]})
+        if not runs:
+            continue
+        final, best = (mean_std([r[key] for r in runs]) for key in ("final_top1", "best_top1"))
+        table[variant] = {"runs": runs, "final_mean": final[0], "final_std": final[1], "best_mean": best[0],
+                          "best_std": best[1]}
+    return table
+
+
+def describe(root: Path) -> str:
+    """What was trained, read back from one run's resolved config."""
+    import yaml
+
+    for config in sorted(root.glob("*/seed*/config.yaml")):
+        values = yaml.safe_load(config.read_text())
+        return (f"{values['model']} on {values['dataset']}, {values['epochs']} epochs, batch {values['batch_size']}, "
+                f"lr {values['lr']}, Tmin {values['t_min']}")
+    return "no finished runs"
+
+
+def markdown(table: dict, setup: str) -> str:
+    lines = [
+        f"# ASD / WSD ablations — {setup}",
+        "",
+        "Top-1 on the whole held-out set, mean ± sample std over seeds; *final* is the last epoch, *best* the best epoch.",
+        "",
+        "| variant | seeds | final top-1 (%) | best top-1 (%) | per seed final / best (%) |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, row in table.items():
+        per_seed = ", ".join(f"s{r['seed']}: {100 * r['final_top1']:.1f} / {100 * r['best_top1']:.1f}"
+                             for r in row["runs"])
+        lines.append(f"| {variant} | {len(row['runs'])} | {100 * row['final_mean']:.1f} ± {100 * row['final_std']:.1f} "
+                     f"| {100 * row['best_mean']:.1f} ± {100 * row['best_std']:.1f} | {per_seed} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict, setup: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(table)
+    positions = np.arange(len(names))
+    figure, axes = plt.subplots(figsize=(1.6 * len(names) + 2, 4))
+    for offset, key, label in ((-0.2, "final", "final epoch"), (0.2, "best", "best epoch")):
+        means = [100 * table[n][f"{key}_mean"] for n in names]
+        stds = [100 * table[n][f"{key}_std"] for n in names]
+        axes.bar(positions + offset, means, 0.4, yerr=stds, capsize=4, label=label)
+        for position, variant in zip(positions, names):  # every seed as a dot
+            values = [100 * r[f"{key}_top1"] for r in table[variant]["runs"]]
+            axes.scatter([position + offset] * len(values), values, color="black", s=8, zorder=3)
+    axes.set_xticks(positions, names)
+    axes.set_ylabel("top-1 (%)")
+    axes.set_title(setup, fontsize=9)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def report(root: Path, variants: list[str], seeds: list[int]) -> dict:
+    from sdbnn.checkpoints import atomic_write
+
+    table = collect(root, variants, seeds)
+    setup = describe(root)
+    text = markdown(table, setup)
+    atomic_write(root / "ablations.json", lambda tmp: tmp.write_text(json.dumps(
+        {"setup": setup, "variants": table}, indent=2) + "\n"))
+    atomic_write(root / "ablations.md", lambda tmp: tmp.write_text(text))
+    if table:
+        plot(table, setup, root / "ablations.png")
+    print(text)
+    return table
+
+
+def main(argv=None) -> int:
+    try:
+        args, launcher_args = parse_args(argv)
+        probe = cifar_launcher.build_config(cifar_launcher.parse_args(launcher_args))  # bad flags fail before any run
+        root = args.output_dir or Path(f"runs/ablations_{probe.dataset}_{probe.model}")
+        if not args.report_only:
+            for variant in args.variants:
+                for seed in args.seeds:
+                    train_one(launcher_args, variant, seed, run_directory(root, variant, seed))
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        report(root, args.variants, args.seeds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
