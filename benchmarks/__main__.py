@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny shapes and datasets (CPU smoke run)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON and markdown")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--models", nargs="+", choices=list(training.FULL_CASES),
+                        help="training section: a subset of the models (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             result[name] = kernels.run(args.quick, device)
             table = kernels.markdown_table(result[name])
         elif name == "training":
-            result[name] = training.run(args.quick, device)
+            result[name] = training.run(args.quick, device, args.models)
             table = training.markdown_table(result[name])
         else:
             options = loaders.parse_args([*(loaders.QUICK_ARGS if args.quick else []), "--device", args.device])

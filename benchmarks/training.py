@@ -123,8 +123,13 @@ def measure(model_name: str, case, variant: str, device: torch.device, quick: bo
     return row
 
 
-def run(quick: bool, device: torch.device) -> dict:
+def run(quick: bool, device: torch.device, models: list[str] | None = None) -> dict:
     cases = QUICK_CASES if quick else FULL_CASES
+    if models:
+        unknown = sorted(set(models) - set(FULL_CASES))
+        if unknown:
+            raise ValueError(f"no training benchmark for {', '.join(unknown)}; choose from {', '.join(FULL_CASES)}")
+        cases = {name: (QUICK_CASES.get(name) if quick else None) or FULL_CASES[name] for name in models}
     rows = []
     for model_name, case in cases.items():
         for variant in VARIANTS:
@@ -170,10 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="ResNet-20 at batch 16, few steps (CPU smoke run)")
     parser.add_argument("--out", type=Path, help="write training-<device>-<date>.{json,md} here")
+    parser.add_argument("--models", nargs="+", choices=list(FULL_CASES), help="a subset (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    result = {**environment(device), "training": run(args.quick, device)}
+    result = {**environment(device), "training": run(args.quick, device, args.models)}
     table = markdown_table(result["training"])
     print(table)
     if args.out:
