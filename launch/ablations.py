@@ -139,7 +139,7 @@ def plot(table: dict, setup: str, path: Path) -> None:
     axes.set_xticks(positions, names)
     axes.set_ylabel("top-1 (%)")
     axes.set_title(setup, fontsize=9)
-    axes.legend()
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
