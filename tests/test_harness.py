@@ -84,3 +84,18 @@ def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(tmp_path):
     assert (tmp_path / "baseline" / "seed0" / "summary.json").stat().st_mtime_ns == before
     clash = script("ablations.py", "--seed", "3", *DIGITS)
     assert clash.returncode == 2 and "--seed is chosen by the ablation runner" in clash.stderr
+
+
+def test_imagenet_rows_run_the_two_stage_launcher():
+    sys.path.insert(0, str(ROOT / "launch"))
+    try:
+        import reproduce
+    finally:
+        sys.path.pop(0)
+    launcher_args = ["--data-dir", "/data/imagenet", "--output-dir", "runs/in"]
+    main, argv, run_dir = reproduce.launcher_call("imagenet_stage1", launcher_args)
+    assert main is reproduce.imagenet_launcher.main and argv[:2] == ["--stage", "1"] and run_dir == Path("runs/in/stage1")
+    main, argv, run_dir = reproduce.launcher_call("imagenet_stage2", launcher_args)
+    assert argv[:2] == ["--stage", "both"] and run_dir == Path("runs/in/stage2")  # stage 2 needs stage 1 first
+    main, argv, run_dir = reproduce.launcher_call("cifar10_vgg_small", ["--output-dir", "runs/v"])
+    assert main is reproduce.cifar_launcher.main and argv[:2] == ["--model", "vgg_small"] and run_dir == Path("runs/v")
