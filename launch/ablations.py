@@ -88,7 +88,24 @@ def collect(root: Path, variants: list[str], seeds: list[int]) -> dict:
         final, best = (mean_std([r[key] for r in runs]) for key in ("final_top1", "best_top1"))
         table[variant] = {"runs": runs, "final_mean": final[0], "final_std": final[1], "best_mean": best[0],
                           "best_std": best[1]}
+    if "baseline" in table:
+        for variant, row in table.items():
+            if variant != "baseline":
+                row["vs_baseline"] = {which: compare_with(row["runs"], table["baseline"]["runs"], f"{which}_top1")
+                                      for which in ("final", "best")}
     return table
+
+
+def compare_with(runs: list[dict], baseline: list[dict], key: str) -> dict:
+    """Difference of means and Welch's two-sided t-test p-value (None with fewer than two runs on a side)."""
+    from scipy import stats
+
+    values, reference = [r[key] for r in runs], [r[key] for r in baseline]
+    difference = statistics.fmean(values) - statistics.fmean(reference)
+    p_value = None
+    if len(values) > 1 and len(reference) > 1:
+        p_value = float(stats.ttest_ind(values, reference, equal_var=False).pvalue)
+    return {"difference": difference, "p_value": p_value}
 
 
 def describe(root: Path) -> str:
@@ -107,15 +124,25 @@ def markdown(table: dict, setup: str) -> str:
         f"# ASD / WSD ablations — {setup}",
         "",
         "Top-1 on the whole held-out set, mean ± sample std over seeds; *final* is the last epoch, *best* the best epoch.",
+        "Against the baseline: difference of means in points, Welch's two-sided t-test p-value.",
         "",
-        "| variant | seeds | final top-1 (%) | best top-1 (%) | per seed final / best (%) |",
-        "|---|---|---|---|---|",
+        "| variant | seeds | final top-1 (%) | vs baseline | best top-1 (%) | vs baseline | per seed final / best (%) |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def versus(row: dict, which: str) -> str:
+        if "vs_baseline" not in row:
+            return "—"
+        result = row["vs_baseline"][which]
+        p_value = "" if result["p_value"] is None else f" (p {result['p_value']:.2f})"
+        return f"{100 * result['difference']:+.1f}{p_value}"
+
     for variant, row in table.items():
         per_seed = ", ".join(f"s{r['seed']}: {100 * r['final_top1']:.1f} / {100 * r['best_top1']:.1f}"
                              for r in row["runs"])
         lines.append(f"| {variant} | {len(row['runs'])} | {100 * row['final_mean']:.1f} ± {100 * row['final_std']:.1f} "
-                     f"| {100 * row['best_mean']:.1f} ± {100 * row['best_std']:.1f} | {per_seed} |")
+                     f"| {versus(row, 'final')} | {100 * row['best_mean']:.1f} ± {100 * row['best_std']:.1f} "
+                     f"| {versus(row, 'best')} | {per_seed} |")
     return "\n".join(lines) + "\n"
 
 

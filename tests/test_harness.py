@@ -77,6 +77,9 @@ def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(tmp_path):
                   for s in (0, 1)]
         assert table[variant]["final_mean"] == pytest.approx(statistics.fmean(finals))
         assert table[variant]["final_std"] == pytest.approx(statistics.stdev(finals))
+    versus = table["static_asd+wsd"]["vs_baseline"]["best"]
+    assert versus["difference"] == pytest.approx(table["static_asd+wsd"]["best_mean"] - table["baseline"]["best_mean"])
+    assert 0 <= versus["p_value"] <= 1 and "vs_baseline" not in table["baseline"]
     assert (tmp_path / "ablations.png").stat().st_size > 0
     assert "| baseline | 2 |" in (tmp_path / "ablations.md").read_text()
     before = (tmp_path / "baseline" / "seed0" / "summary.json").stat().st_mtime_ns
@@ -99,3 +102,15 @@ def test_imagenet_rows_run_the_two_stage_launcher():
     assert argv[:2] == ["--stage", "both"] and run_dir == Path("runs/in/stage2")  # stage 2 needs stage 1 first
     main, argv, run_dir = reproduce.launcher_call("cifar10_vgg_small", ["--output-dir", "runs/v"])
     assert main is reproduce.cifar_launcher.main and argv[:2] == ["--model", "vgg_small"] and run_dir == Path("runs/v")
+
+
+def test_ablation_significance_is_welchs_t_test():
+    sys.path.insert(0, str(ROOT / "launch"))
+    try:
+        import ablations
+    finally:
+        sys.path.pop(0)
+    # means 2 and 0, both sample variances 1, three runs each: t = 2 / sqrt(2/3) = 2.449 on 4 degrees of freedom
+    result = ablations.compare_with([{"x": v} for v in (1.0, 2.0, 3.0)], [{"x": v} for v in (-1.0, 0.0, 1.0)], "x")
+    assert result["difference"] == 2.0 and result["p_value"] == pytest.approx(0.0705, abs=1e-4)
+    assert ablations.compare_with([{"x": 1.0}], [{"x": 0.0}, {"x": 1.0}], "x")["p_value"] is None
