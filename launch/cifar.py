@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from recipe_flags import add_run_flags, recipe_overrides
+
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
@@ -23,18 +25,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--recipe", type=Path, help="YAML recipe (default: launch/configs/cifar10_<model>.yaml)")
     parser.add_argument("--data-dir")
     parser.add_argument("--dataset", choices=["cifar10", "cifar100", "imagefolder", "digits", "mnist5k"])
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--accumulation-steps", type=int,
-                        help="micro-batches per process per optimizer step (global batch unchanged)")
-    parser.add_argument("--lr", type=float)
+    add_run_flags(parser)
     parser.add_argument("--t-min", type=float)
     parser.add_argument("--no-asd", action="store_true", help="ablation: no activation self-distribution")
     parser.add_argument("--static-asd", action="store_true", help="ablation: one learnable shift per channel")
     parser.add_argument("--no-wsd", action="store_true", help="ablation: no weight self-distribution")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--backend", choices=["ops", "reference"])
-    parser.add_argument("--seed", type=int)
     parser.add_argument("--output-dir")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--stop-after-epoch", type=int, help="end this invocation after N epochs (resume later)")
@@ -47,11 +43,7 @@ def build_config(args):
     recipe = args.recipe or CONFIGS / f"cifar10_{args.model}.yaml"
     values = load_recipe(recipe) if (args.recipe or recipe.is_file()) else {"model": args.model}
     values["model"] = args.model
-    overrides = {"data_dir": args.data_dir, "dataset": args.dataset, "epochs": args.epochs,
-                 "batch_size": args.batch_size,
-                 "accumulation_steps": args.accumulation_steps, "lr": args.lr, "t_min": args.t_min, "compile": args.compile,
-                 "backend": args.backend, "seed": args.seed, "output_dir": args.output_dir}
-    values.update({key: value for key, value in overrides.items() if value is not None})
+    values.update(recipe_overrides(args, ("data_dir", "dataset", "t_min", "backend", "output_dir")))
     options = dict(values.get("model_options") or {})
     if args.no_asd and args.static_asd:
         raise ValueError("--no-asd and --static-asd exclude each other")

@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from recipe_flags import add_run_flags, recipe_overrides
+
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
@@ -22,17 +24,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--stage", choices=["1", "2", "both"], default="both")
     parser.add_argument("--teacher-weights", help="ResNet-34 state dict file ('torchvision' downloads, online only)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--accumulation-steps", type=int,
-                        help="micro-batches per process per optimizer step (global batch unchanged)")
-    parser.add_argument("--lr", type=float)
+    add_run_flags(parser)
     parser.add_argument("--resolution", type=int)
     parser.add_argument("--workers", type=int)
     parser.add_argument("--kd-temperature", type=float)
     parser.add_argument("--kd-alpha", type=float)
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--seed", type=int)
     parser.add_argument("--output-dir", default="runs/imagenet")
     parser.add_argument("--resume", action="store_true")
     return parser.parse_args(argv)
@@ -42,12 +38,8 @@ def stage_config(stage: int, args):
     from sdbnn.engine.config import TrainConfig, load_recipe
 
     values = load_recipe(CONFIGS / f"imagenet_stage{stage}.yaml")
-    overrides = {"data_dir": args.data_dir, "epochs": args.epochs, "batch_size": args.batch_size,
-                 "accumulation_steps": args.accumulation_steps, "lr": args.lr,
-                 "resolution": args.resolution, "workers": args.workers, "kd_temperature": args.kd_temperature,
-                 "kd_alpha": args.kd_alpha, "compile": args.compile, "seed": args.seed,
-                 "teacher_weights": args.teacher_weights}
-    values.update({key: value for key, value in overrides.items() if value is not None})
+    values.update(recipe_overrides(
+        args, ("data_dir", "resolution", "workers", "kd_temperature", "kd_alpha", "teacher_weights")))
     values["output_dir"] = str(Path(args.output_dir) / f"stage{stage}")
     if stage == 2:
         values["init_from"] = str(Path(args.output_dir) / "stage1" / "model.safetensors")
