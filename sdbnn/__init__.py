@@ -36,6 +36,20 @@ from sdbnn.official import OfficialCheckpointError, from_official, official_layo
 from sdbnn.ops import backend  # noqa: E402
 from sdbnn.reference import ede_schedule  # noqa: E402
 
+# Deployment tools load on first use: `python -m sdbnn.summary` / `-m sdbnn.export` must not find their module
+# already imported by the package (runpy warns), and `import sdbnn` stays as fast as before.
+_LAZY = {"summary": ("sdbnn.summary", None), "export_packed": ("sdbnn.export", "export_packed"),
+         "load_packed": ("sdbnn.export", "load_packed")}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'sdbnn' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)  # sdbnn.summary is a callable module: sdbnn.summary(model, size)
+    return module if attribute is None else getattr(module, attribute)
+
+
 __all__ = [
     "CheckpointError",
     "OfficialCheckpointError",
@@ -45,10 +59,13 @@ __all__ = [
     "backend",
     "create_model",
     "ede_schedule",
+    "export_packed",
     "from_official",
     "list_models",
+    "load_packed",
     "load_state_dict_file",
     "official_layout",
     "save_weights",
     "set_ede",
+    "summary",
 ]
