@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sdbnn.pipelines.transforms import normalize
+from sdbnn.pipelines.transforms import batch_memory_format, normalize
 
 # torchvision's extracted archives: folder, training files, test files, label key
 CIFAR_LAYOUTS = {
@@ -108,7 +108,8 @@ class DeviceResidentLoader:
     drawn per global batch too. So the global batch at every step, augmentation included, is the same for any number
     of processes (2 ranks × 32 see exactly what 1 process × 64 sees). The samples that do not fill a last global batch
     are dropped (every rank takes the same number of steps). Evaluation takes every ``world_size``-th sample and keeps
-    them all. Yields (normalised images [channels_last], labels).
+    them all. Yields (normalised images, labels); images are in ``memory_format`` (default: the device's, see
+    `batch_memory_format`).
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class DeviceResidentLoader:
         world_size: int = 1,
         dtype: torch.dtype = torch.float32,
         augment: bool = True,
+        memory_format: torch.memory_format | None = None,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -131,6 +133,7 @@ class DeviceResidentLoader:
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.rank, self.world_size, self.dtype = rank, world_size, dtype
         self.augment = augment and train  # crop + flip suit natural images, not digits
+        self.memory_format = memory_format or batch_memory_format(self.device)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -162,5 +165,5 @@ class DeviceResidentLoader:
             if self.augment:
                 images = random_crop_flip(images, generator, draws=self.batch_size * self.world_size,
                                           first=self.rank * self.batch_size)
-            images = normalize(images, self.dtype).contiguous(memory_format=torch.channels_last)
+            images = normalize(images, self.dtype).contiguous(memory_format=self.memory_format)
             yield images, self.labels[index]

@@ -13,10 +13,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdbnn.checkpoints import atomic_write
+from sdbnn.io import atomic_write
 from sdbnn.pipelines.cifar import read_cifar
 from sdbnn.pipelines.folders import scan_image_folder
-from sdbnn.pipelines.transforms import IMAGENET_MEAN, IMAGENET_STD, lighting_offsets, normalize
+from sdbnn.pipelines.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    batch_memory_format,
+    constants,
+    lighting_offsets,
+    normalize,
+)
 
 WRITE_MODES = ("raw", "jpg", "smart", "proportion")
 IMAGENET_VAL_CROP_RATIO = 224 / 256  # resize-256 / center-crop-224
@@ -132,11 +139,13 @@ def _open_loader(path: Path, **kwargs):
 
 
 class FFCVImageLoader:
-    """An FFCV loader yielding (normalised float images [channels_last, on device], labels).
+    """An FFCV loader yielding (normalised float images in the device's layout, on device; labels).
 
     ImageNet train: RandomResizedCrop(scale 0.08–1) + flip in FFCV, then PCA lighting and normalisation in torch on
-    the device; val: the resize-256/center-crop-224 equivalent. ``set_resolution`` changes the output size between
-    epochs (progressive resizing). ``distributed=True`` shards by torch.distributed rank (works under accelerate).
+    the device; val: the resize-256/center-crop-224 equivalent. ``resolution_ramp = (start_res, end_res,
+    start_epoch, end_epoch)`` is progressive resizing as in FFCV's ImageNet recipe: the training crop grows linearly
+    from start_res to end_res between the two epochs (in steps of 32 px), applied by `set_epoch`.
+    ``distributed=True`` shards by torch.distributed rank (works under accelerate).
     """
 
     def __init__(
@@ -154,6 +163,7 @@ class FFCVImageLoader:
         lighting_std: float = 0.1,
         dtype: torch.dtype = torch.float32,
         drop_last: bool | None = None,
+        resolution_ramp: tuple[int, int, int, int] | None = None,
     ):
         _require_ffcv()
         from ffcv.fields.decoders import (
@@ -179,6 +189,10 @@ class FFCVImageLoader:
         self.train, self.dtype = train, dtype
         self.lighting_std = lighting_std if (train and dataset == "imagenet") else 0.0
         self.seed = seed
+        self.memory_format = batch_memory_format(self.device)
+        if resolution_ramp is not None and not (train and dataset == "imagenet"):
+            raise ValueError("progressive resolution applies to ImageNet training loaders")
+        self.resolution_ramp = resolution_ramp
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         if dataset == "imagenet":
             self.decoder = (
@@ -212,9 +226,12 @@ class FFCVImageLoader:
         )
 
     def set_epoch(self, epoch: int) -> None:
-        """Shuffle order (and PCA lighting) of ``epoch``, so a resumed run continues the same sequence."""
+        """Shuffle order, PCA lighting (and resolution, with a ramp) of ``epoch``: a resumed run continues the same
+        sequence."""
         self.loader.next_epoch = epoch
         self.generator.manual_seed(self.seed + epoch)
+        if self.resolution_ramp is not None:
+            self.set_resolution(ramp_resolution(epoch, *self.resolution_ramp))
 
     def set_resolution(self, resolution: int) -> None:
         if not hasattr(self.decoder, "output_size"):
@@ -226,7 +243,7 @@ class FFCVImageLoader:
         return len(self.loader)
 
     def __iter__(self):
-        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        std = constants(self.device)["std"].view(1, 3, 1, 1)
         for images, labels in self.loader:
             lighting = None
             if self.lighting_std > 0:
@@ -237,4 +254,13 @@ class FFCVImageLoader:
                 images = images.to(self.dtype)
             else:
                 images = normalize(images, self.dtype, lighting)
-            yield images.contiguous(memory_format=torch.channels_last), labels.to(self.device).long()
+            yield images.contiguous(memory_format=self.memory_format), labels.to(self.device).long()
+
+
+def ramp_resolution(epoch: int, start_res: int, end_res: int, start_epoch: int, end_epoch: int) -> int:
+    """FFCV's progressive-resizing schedule: start_res until start_epoch, then linearly to end_res at end_epoch,
+    rounded to a multiple of 32."""
+    if end_epoch <= start_epoch:
+        return end_res if epoch >= end_epoch else start_res
+    fraction = min(max((epoch - start_epoch) / (end_epoch - start_epoch), 0.0), 1.0)
+    return int(round((start_res + fraction * (end_res - start_res)) / 32)) * 32
