@@ -10,9 +10,9 @@ import torch
 
 from sdbnn.pipelines import DeviceResidentLoader, ImageSet, load_image_folder, load_mnist5k, read_cifar
 from sdbnn.pipelines.cifar import random_crop_flip
-from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, write_beton
-from sdbnn.pipelines.loaders import cifar_loader, imagenet_loader
-from sdbnn.pipelines.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, ramp_resolution, write_beton
+from sdbnn.pipelines.loaders import build_loaders, cifar_loader, imagenet_loader
+from sdbnn.pipelines.transforms import IMAGENET_MEAN, IMAGENET_STD, batch_memory_format
 
 _FOOLBOX = importlib.util.find_spec("foolbox")
 FOOLBOX_DATA = Path(_FOOLBOX.submodule_search_locations[0]) / "data" if _FOOLBOX else None
@@ -93,7 +93,7 @@ def test_device_loader_order_sharding_and_statistics(cifar_root):
     a.set_epoch(1)
     assert not all(torch.equal(x, y) for x, y in zip(first, [y for _, y in a]))  # reshuffled each epoch
     images, _ = next(iter(a))
-    assert images.is_contiguous(memory_format=torch.channels_last) and images.dtype == torch.float32
+    assert images.is_contiguous() and images.dtype == torch.float32  # NCHW on CPU (see test_batch_layout_per_device)
     assert abs(images.mean().item()) < 1.0 and 0.5 < images.std().item() < 2.0
     for train in (True, False):
         seen = []
@@ -139,7 +139,7 @@ def test_torchvision_fallback_for_folders(imagenet_folder, capsys):
     loader = imagenet_loader(imagenet_folder, batch_size=4, train=False, workers=0, resolution=64)
     assert "using torchvision ImageFolder" in capsys.readouterr().err
     images, labels = next(iter(loader))
-    assert images.shape == (4, 3, 64, 64) and images.is_contiguous(memory_format=torch.channels_last)
+    assert images.shape == (4, 3, 64, 64) and images.is_contiguous()
     again, _ = next(iter(loader))
     assert torch.equal(images, again)  # validation is deterministic
 
@@ -176,7 +176,7 @@ def test_ffcv_imagenet_jpeg_bounded_error_and_augmentation(imagenet_folder, tmp_
     train = FFCVImageLoader(raw, 10, train=True, resolution=96, num_workers=2, seed=1)
     batches = [(x, y) for x, y in train]
     images = torch.cat([x for x, _ in batches])
-    assert images.shape == (20, 3, 96, 96) and images.is_contiguous(memory_format=torch.channels_last)
+    assert images.shape == (20, 3, 96, 96) and images.is_contiguous()
     assert abs(images.mean().item()) < 1.0 and 0.5 < images.std().item() < 2.0
     again = FFCVImageLoader(raw, 10, train=True, resolution=96, num_workers=2, seed=1)
     assert torch.equal(torch.cat([y for _, y in again]), torch.cat([y for _, y in batches]))  # same seed, same order
@@ -270,3 +270,38 @@ def test_ffcv_distributed_ranks_cover_the_set_once(cifar_root, tmp_path):
     expected = torch.bincount(read_cifar(cifar_root, train=False).labels, minlength=10)
     together = torch.bincount(torch.tensor(results[0] + results[1]), minlength=10)
     assert torch.equal(together, expected)  # the two ranks' shards add up to the whole set
+
+
+def test_batch_layout_per_device(cifar_root):
+    # channels_last is what cuDNN and the Triton kernels want; on CPU it costs the training step 15–25%
+    assert batch_memory_format("cuda") == torch.channels_last and batch_memory_format("cpu") == torch.contiguous_format
+    data = read_cifar(cifar_root, train=True)
+    forced = DeviceResidentLoader(data, 10, train=True, memory_format=torch.channels_last)
+    images, _ = next(iter(forced))
+    assert images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
+
+
+def test_progressive_resolution_schedule():
+    # FFCV's ImageNet recipe: 160 px until epoch 2, then linearly to 192 px at epoch 13, in multiples of 32
+    sizes = [ramp_resolution(epoch, 160, 192, 2, 13) for epoch in range(16)]
+    assert sizes[:3] == [160, 160, 160] and sizes[13:] == [192, 192, 192]
+    assert all(size % 32 == 0 for size in sizes) and sizes == sorted(sizes)
+    assert ramp_resolution(5, 128, 256, 5, 5) == 256  # a step, not a ramp
+
+
+def test_build_loaders_covers_every_dataset_kind(cifar_root, imagenet_folder, tmp_path):
+    from sdbnn.engine.config import TrainConfig
+
+    def loaders(**values):
+        return build_loaders(TrainConfig(batch_size=8, workers=0, **values), 0, 1, "cpu")
+
+    train, val = loaders(dataset="synthetic", max_images=40)
+    assert isinstance(train, DeviceResidentLoader) and len(train) == 5 and sum(len(y) for _, y in val) == 40
+    train, _ = loaders(dataset="cifar10", data_dir=str(cifar_root), max_images=16)
+    assert isinstance(train, DeviceResidentLoader) and len(train) == 2 and train.augment
+    train, _ = loaders(dataset="digits")
+    assert not train.augment  # crop and flip are for natural images
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        loaders(dataset="cifar10", data_dir=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="max_images"):
+        loaders(dataset="imagenet", data_dir=str(tmp_path), max_images=4)
