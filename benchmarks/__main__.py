@@ -2,9 +2,12 @@
 
     python -m benchmarks                 # on a GPU machine: PYTHONPATH=. python -m benchmarks
     python -m benchmarks --quick         # CPU smoke run, a few minutes (the test suite runs it)
-    python -m benchmarks --only training --out /tmp/results
+    python -m benchmarks --only training --out /tmp/results --budget-s 600
 
-Writes <out>/<device>-<date>.json (everything, with the software versions) and .md (one table per section).
+Writes <out>/<device>-<date>.json (everything, with the software versions) and .md (one table per section), and
+rewrites both the moment each section ends (and after every measured row), so nothing finished is lost. A section
+that fails is recorded with its traceback and the other sections still run (exit status 1). ``--budget-s`` stops
+starting new work once that many seconds have passed; what was skipped is listed in both files.
 Every ratio compares providers measured in this same run; numbers from different runs or devices do not compare.
 """
 
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -20,9 +22,13 @@ import torch
 SECTIONS = ("kernels", "training", "loaders")
 
 
+class InjectedFailure(RuntimeError):
+    """Raised by --inject-failure: tests prove that one failing section leaves the others' results."""
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks import kernels, loaders, training
-    from benchmarks.common import environment, write_results
+    from benchmarks.common import Budget, Report, environment, log, result_stem
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,34 +38,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=list(training.FULL_CASES),
                         help="training section: a subset of the models (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--budget-s", type=float, help="start no new work after this many seconds (default: no limit)")
+    parser.add_argument("--inject-failure", choices=SECTIONS, action="append", default=[],
+                        help="make this section raise at its start (tests the failure path)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    result = {**environment(device), "quick": args.quick, "command": " ".join(["python -m benchmarks", *(argv or sys.argv[1:])])}
-    sections = []
+    info = {**environment(device), "quick": args.quick, "budget_s": args.budget_s,
+            "command": " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])}
+    notes = [f"`{info['command']}`; torch {info['torch']}, triton {info['triton']}, fused path: {info['fused_path']}."]
     if device.type == "cpu":
-        sections.append("No GPU: the fused ops run their CPU path, so these numbers check that everything runs; "
-                        "they are not the project's speed.\n")
+        notes.append("No GPU: the fused ops run their CPU path, so these numbers check that everything runs; "
+                     "they are not the project's speed.")
+    report = Report(args.out, result_stem("", info), info, f"Benchmarks — {info['device']} — {info['date']}", notes)
+    budget = Budget(args.budget_s)
+
+    def guarded(name, body):
+        def run(section):
+            if name in args.inject_failure:
+                raise InjectedFailure(f"--inject-failure {name}")
+            return body(section)
+        return run
+
+    def run_loaders(section):
+        options = loaders.parse_args([*(loaders.QUICK_ARGS if args.quick else []), "--device", args.device])
+        section.data.update(loaders.run(options))
+
+    bodies = {
+        "kernels": (lambda section: kernels.run(args.quick, device, section=section), kernels.markdown_table),
+        "training": (lambda section: training.run(args.quick, device, args.models, section=section),
+                     training.markdown_table),
+        "loaders": (run_loaders, loaders.markdown_table),
+    }
     for name in args.only:
-        started = time.perf_counter()
-        print(f"== {name}", flush=True)
-        if name == "kernels":
-            result[name] = kernels.run(args.quick, device)
-            table = kernels.markdown_table(result[name])
-        elif name == "training":
-            result[name] = training.run(args.quick, device, args.models)
-            table = training.markdown_table(result[name])
-        else:
-            options = loaders.parse_args([*(loaders.QUICK_ARGS if args.quick else []), "--device", args.device])
-            result[name] = loaders.run(options)
-            table = loaders.markdown_table(result[name])
-        result[name]["seconds"] = time.perf_counter() - started
-        sections.append(f"## {name.capitalize()}\n\n{table}")
-    header = (f"# Benchmarks — {result['device']} — {result['date']}\n\n`{result['command']}`; torch {result['torch']}, "
-              f"triton {result['triton']}, fused path: {result['fused_path']}.\n")
-    markdown = "\n".join([header, *sections])
-    print(markdown)
-    write_results(args.out, "", result, markdown)
-    return 0
+        body, table = bodies[name]
+        report.run(name, guarded(name, body), table, budget)
+    print(report.markdown())
+    log(f"wrote {report.json_path} and .md")
+    failed = report.failed()
+    if failed:
+        log(f"failed sections: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

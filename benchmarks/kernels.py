@@ -15,12 +15,18 @@ import argparse
 import statistics
 import sys
 import time
+import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from sdbnn import ops, reference
+if __name__ == "__main__":  # run as a script from the source tree
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sdbnn.ops  # noqa: E402,F401 - registers torch.ops.sdbnn
+from benchmarks.common import Section, log  # noqa: E402
+from sdbnn import reference  # noqa: E402
 
 K, T = 1.0, 2.5  # EDE mid-schedule; the cost does not depend on them
 
@@ -55,6 +61,7 @@ class Row:
     bytes_forward: int
     bytes_forward_backward: int
     peak_memory_mb: float | None
+    first_call_s: float  # includes compilation for the compiled provider
     gbps_forward: float = 0.0
     gbps_forward_backward: float = 0.0
     copy_fraction_forward_backward: float | None = None
@@ -112,18 +119,33 @@ def _weight_inputs(shape, layout, dtype, device):
     return w, alpha, torch.randn_like(w)
 
 
-def providers(surrogate: str, op: str, device: torch.device) -> dict:
-    """name -> function(a, b, k, t) of the op; "fused" is the custom op (Triton on CUDA)."""
+def own_code(fn):
+    """A copy of ``fn`` with a code object of its own. Dynamo keeps compiled entries, and counts recompilations, per
+    code object: every case compiling the same lambda would pile onto one cache until the recompile limit (which
+    ``fullgraph=True`` turns into a hard error); a fresh code object gives each case its own cache."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+def providers(surrogate: str, op: str, device: torch.device, compile_backend: str = "inductor") -> dict:
+    """name -> function(a, b, k, t) of the op; "fused" is the custom op (Triton on CUDA); "compiled" is the reference
+    compiled by ``compile_backend``, freshly for each call (one compiled function per case)."""
     if op == "act_sign":
         fused = lambda a, b, k, t: torch.ops.sdbnn.act_sign(a, b, k, t, surrogate)  # noqa: E731
         eager = lambda a, b, k, t: reference.act_sign(a, b, k, t, surrogate)  # noqa: E731
     else:
         fused = lambda a, b, k, t: torch.ops.sdbnn.weight_sign(a, b, k, t, surrogate)  # noqa: E731
         eager = lambda a, b, k, t: reference.weight_sign(a, b, k, t, surrogate)  # noqa: E731
-    return {"fused": fused, "eager": eager, "compiled": torch.compile(eager, fullgraph=True)}
+    return {"fused": fused, "eager": eager,
+            "compiled": torch.compile(own_code(eager), fullgraph=True, backend=compile_backend)}
 
 
-def measure(op: str, case, dtype, device, surrogate: str, quick: bool, copy_gbps: float) -> list[Row]:
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(op: str, case, dtype, device, surrogate: str, quick: bool, copy_gbps: float,
+            compile_backend: str = "inductor") -> list[Row]:
     label, act_shape, weight_shape, layout = case
     shape = act_shape if op == "act_sign" else weight_shape
     make = _act_inputs if op == "act_sign" else _weight_inputs
@@ -135,7 +157,7 @@ def measure(op: str, case, dtype, device, surrogate: str, quick: bool, copy_gbps
     bytes_forward = 2 * a.numel() * element_bytes
     bytes_forward_backward = 5 * a.numel() * element_bytes
     rows = []
-    for name, fn in providers(surrogate, op, device).items():
+    for name, fn in providers(surrogate, op, device, compile_backend).items():
         def forward():
             return fn(a, b, k, t)
 
@@ -143,12 +165,18 @@ def measure(op: str, case, dtype, device, surrogate: str, quick: bool, copy_gbps
             out = fn(a_leaf, b_leaf, k, t)
             return torch.autograd.grad(out, (a_leaf, b_leaf), grad)
 
+        started = time.perf_counter()
+        forward()
+        forward_backward()  # compiles both graphs of the compiled provider
+        _synchronize(device)
+        first_call_s = time.perf_counter() - started
         forward_ms = time_ms(forward, device, quick)
         forward_backward_ms = time_ms(forward_backward, device, quick)
         rows.append(
             Row(
                 op, label, list(shape), layout, str(dtype).removeprefix("torch."), name, forward_ms,
                 forward_backward_ms, bytes_forward, bytes_forward_backward, peak_memory_mb(forward_backward, device),
+                first_call_s=first_call_s,
                 gbps_forward=bytes_forward / (forward_ms * 1e6),
                 gbps_forward_backward=bytes_forward_backward / (forward_backward_ms * 1e6),
             )
@@ -162,37 +190,64 @@ def measure(op: str, case, dtype, device, surrogate: str, quick: bool, copy_gbps
 
 def markdown_table(result: dict) -> str:
     lines = [
-        f"Measured copy bandwidth {result['copy_bandwidth_gbps']:.0f} GB/s. Forward+backward (fwd+bwd) times; "
-        "ratios are baseline time / fused time in this run.",
+        f"Measured copy bandwidth {result['copy_bandwidth_gbps']:.3g} GB/s; reference compiled by "
+        f"{result.get('compile_backend', 'inductor')}. Forward+backward (fwd+bwd) times; ratios are baseline time / "
+        "fused time in this run.",
         "",
-        "| op | case | layout | dtype | fused fwd ms | fused fwd+bwd ms | fwd+bwd GB/s | of copy BW | × eager | × compiled | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| op | case | layout | dtype | MB | fused fwd ms | fused fwd+bwd ms | fwd+bwd GB/s | of copy BW | × eager | "
+        "× compiled | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         if row["provider"] != "fused":
             continue
         peak = "n/a" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}"
+        megabytes = row["bytes_forward"] / 2 / 1e6  # the input tensor
+        ratios = [f"{row['speedup_vs'][name]:.2f}" if name in row["speedup_vs"] else "—"
+                  for name in ("eager", "compiled")]
         lines.append(
             f"| {row['op']} | {row['case']} {tuple(row['shape'])} | {row['layout']} | {row['dtype']} | "
-            f"{row['forward_ms']:.3f} | {row['forward_backward_ms']:.3f} | {row['gbps_forward_backward']:.0f} | "
-            f"{row['copy_fraction_forward_backward']:.0%} | {row['speedup_vs']['eager']:.2f} | "
-            f"{row['speedup_vs']['compiled']:.2f} | {peak} |"
+            f"{megabytes:.1f} | "
+            f"{row['forward_ms']:.3f} | {row['forward_backward_ms']:.3f} | {row['gbps_forward_backward']:.3g} | "
+            f"{row['copy_fraction_forward_backward']:.0%} | {ratios[0]} | {ratios[1]} | {peak} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def run(quick: bool, device: torch.device, surrogate: str = "ede") -> dict:
-    """Every op × case × dtype × provider; copy bandwidth as the floor."""
+def default_jobs(quick: bool) -> list[tuple]:
+    """(op, case, dtype) for every op × case × dtype of the standalone benchmark."""
     cases = QUICK_CASES if quick else FULL_CASES
     dtypes = [torch.float32] if quick else [torch.bfloat16, torch.float32]
-    copy_gbps = copy_bandwidth_gbps(device, quick)
-    result = {"surrogate": surrogate, "copy_bandwidth_gbps": copy_gbps, "quick": quick, "rows": []}
-    for op in ("act_sign", "weight_sign"):
-        for case in cases:
-            for dtype in dtypes:
-                rows = measure(op, case, dtype, device, surrogate, quick, copy_gbps)
-                result["rows"].extend(asdict(row) for row in rows)
-    return result
+    return [(op, case, dtype) for op in ("act_sign", "weight_sign") for case in cases for dtype in dtypes]
+
+
+def job_label(op: str, case, dtype) -> str:
+    label, act_shape, weight_shape, layout = case
+    shape = act_shape if op == "act_sign" else weight_shape
+    return f"{op} {label} {tuple(shape)} {layout} {str(dtype).removeprefix('torch.')}"
+
+
+def run(quick: bool, device: torch.device, surrogate: str = "ede", *, jobs: list[tuple] | None = None,
+        compile_backend: str = "inductor", job_estimate_s: float = 0.0, section: Section | None = None) -> dict:
+    """Each (op, case, dtype) job × provider, with the copy bandwidth as the floor. Jobs start while the section's
+    budget allows (``job_estimate_s`` each); results are saved after every job."""
+    section = section or Section("kernels")
+    data = section.data
+    data.update(surrogate=surrogate, quick=quick, compile_backend=compile_backend, rows=[])
+    data["copy_bandwidth_gbps"] = copy_bandwidth_gbps(device, quick)
+    section.save()
+    for op, case, dtype in jobs or default_jobs(quick):
+        label = job_label(op, case, dtype)
+        if not section.allows(label, job_estimate_s):
+            continue
+        rows = measure(op, case, dtype, device, surrogate, quick, data["copy_bandwidth_gbps"], compile_backend)
+        data["rows"].extend(asdict(row) for row in rows)
+        fused = rows[0]
+        log(f"{label}: fused fwd+bwd {fused.forward_backward_ms:.3f} ms, {fused.gbps_forward_backward:.0f} GB/s "
+            f"({fused.copy_fraction_forward_backward:.0%} of copy), "
+            + ", ".join(f"{ratio:.2f}x {name}" for name, ratio in fused.speedup_vs.items()))
+        section.save()
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,10 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     header = (f"# Kernel benchmark — {result['device']} — {result['date']}\n\ntorch {result['torch']}, "
               f"triton {result['triton']}; fused path: {result['fused_path']}.\n\n")
-    write_results(args.out, "kernels", result, header + table)
+    print(f"wrote {write_results(args.out, 'kernels', result, header + table)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

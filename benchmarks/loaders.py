@@ -26,9 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdbnn.pipelines import DeviceResidentLoader, read_cifar
-from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, write_beton
-from sdbnn.pipelines.loaders import cifar_torchvision_loader, imagenet_loader
+if __name__ == "__main__":  # run as a script from the source tree
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sdbnn.pipelines import DeviceResidentLoader, read_cifar  # noqa: E402
+from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, write_beton  # noqa: E402
+from sdbnn.pipelines.loaders import cifar_torchvision_loader, imagenet_loader  # noqa: E402
 
 
 def foolbox_data() -> Path | None:
@@ -76,7 +79,7 @@ def make_cifar_root(root: Path, count: int) -> Path:
     else:  # speed only: the loaders do the same work on any uint8 pixels
         images = np.random.default_rng(0).integers(0, 256, (20, 3 * 32 * 32), dtype=np.uint8)
         labels = [index % 10 for index in range(20)]
-    repeat = -(-count // len(files))
+    repeat = -(-count // len(images))
     batch = {b"data": np.tile(images, (repeat, 1))[:count], b"labels": (labels * repeat)[:count]}
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,5 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

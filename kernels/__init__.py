@@ -1,5 +1,4 @@
-"""Triton kernels of the SD-BNN ops, one file per op (installed as ``sdbnn.kernels``).
-
-The fused act_sign / weight_sign kernels and their launchers land here with the op layer; until then every
-SD conv runs the eager reference math in `sdbnn.reference`.
+"""Triton kernels of the SD-BNN ops, one file per op (installed as ``sdbnn.kernels``): `act_sign`, `weight_sign`
+(kernels and launchers), `surrogates` (shared device functions), `layouts` (memory layouts and output allocation),
+`tiles` (launch tile sizes, switchable by tests).
 """

@@ -9,21 +9,13 @@ fp32 whatever the storage dtype (fp32, bf16, fp16).
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from sdbnn.kernels import tiles
 from sdbnn.kernels.layouts import dense, is_channels_last, output_like
-from sdbnn.kernels.surrogates import SURROGATE_CODES, sign, surrogate_derivative
-
-# The interpreter pays ~1 ms per program, so it gets larger tiles; on a GPU these sizes keep tiles register-resident.
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-_ELEMENTS_PER_PROGRAM = 8192 if _INTERPRET else 2048
-_FORWARD_BLOCK = 8192 if _INTERPRET else 1024
-# channels_last backward splits H·W across programs until about this many are in flight (each SM wants several).
-_TARGET_PROGRAMS = 1 if _INTERPRET else 2048
+from sdbnn.kernels.surrogates import SURROGATE_CODES, check_schedule_scalars, sign, surrogate_derivative
 
 
 @triton.jit
@@ -120,10 +112,10 @@ def forward(x: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
     if x.numel() == 0:
         return out
     shift_arg = shift.contiguous() if shift is not None else x
-    grid = (triton.cdiv(x.numel(), _FORWARD_BLOCK),)
-    _forward_kernel[grid](
+    block = tiles.current().forward_block
+    _forward_kernel[(triton.cdiv(x.numel(), block),)](
         x, shift_arg, out, x.numel(), C, H * W,
-        HAS_SHIFT=shift is not None, CHANNELS_LAST=is_channels_last(x), BLOCK=_FORWARD_BLOCK,
+        HAS_SHIFT=shift is not None, CHANNELS_LAST=is_channels_last(x), BLOCK=block,
     )
     return out
 
@@ -131,8 +123,9 @@ def forward(x: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
 def backward(
     grad: torch.Tensor, x: torch.Tensor, shift: torch.Tensor | None, k: torch.Tensor, t: torch.Tensor, surrogate: str
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(dx, d(shift)); d(shift) is None when shift is None."""
+    """(dx, d(shift)); d(shift) is None when shift is None. k and t must already be on x's device."""
     _check(x, shift)
+    check_schedule_scalars("act_sign", k, t, x.device)
     x = dense(x)
     channels_last = is_channels_last(x)
     # g must walk the same memory order as x; it only differs when autograd hands over another layout.
@@ -147,13 +140,14 @@ def backward(
         return dx, dshift
     shift_arg = shift.contiguous() if shift is not None else x
     dshift_arg = dshift if dshift is not None else x
-    k, t = k.to(x.device), t.to(x.device)
     code = SURROGATE_CODES[surrogate]
+    sizes = tiles.current()
     if channels_last:
-        block_c = min(triton.next_power_of_2(C), 128)
-        block_hw = max(1, min(triton.next_power_of_2(HW), _ELEMENTS_PER_PROGRAM // block_c))
+        block_c = min(triton.next_power_of_2(C), sizes.channel_block)
+        block_hw = max(1, min(triton.next_power_of_2(HW), sizes.elements_per_program // block_c))
         row_blocks = triton.cdiv(HW, block_hw)
-        splits = max(1, min(row_blocks, _TARGET_PROGRAMS // (B * triton.cdiv(C, block_c))))
+        # split H·W over programs until about target_programs are in flight (each SM wants several)
+        splits = max(1, min(row_blocks, sizes.target_programs // (B * triton.cdiv(C, block_c))))
         rows_per_split = triton.cdiv(row_blocks, splits) * block_hw
         splits = triton.cdiv(HW, rows_per_split)
         partial = torch.empty((splits, B, C), dtype=torch.float32, device=x.device) if shift is not None else x
@@ -164,8 +158,8 @@ def backward(
         if dshift is not None:
             dshift.copy_(partial.sum(dim=0))
     else:
-        block_hw = min(triton.next_power_of_2(HW), 1024 if not _INTERPRET else _ELEMENTS_PER_PROGRAM)
-        block_p = max(1, _ELEMENTS_PER_PROGRAM // block_hw)
+        block_hw = min(triton.next_power_of_2(HW), sizes.plane_block)
+        block_p = max(1, sizes.elements_per_program // block_hw)
         grid = (triton.cdiv(B * C, block_p),)
         _backward_planes_kernel[grid](
             grad, x, shift_arg, k, t, dx, dshift_arg, B * C, HW,

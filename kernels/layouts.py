@@ -19,6 +19,7 @@ def dense(x: torch.Tensor) -> torch.Tensor:
     return x if is_dense(x) else x.contiguous()
 
 
-def output_like(x: torch.Tensor) -> torch.Tensor:
-    """An op's output for input x: x's own layout when dense, else contiguous."""
-    return torch.empty_like(x) if is_dense(x) else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+def output_like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An op's output for input x: x's own layout when dense, else contiguous; x's dtype unless ``dtype`` is given."""
+    dtype = dtype or x.dtype
+    return torch.empty_like(x, dtype=dtype) if is_dense(x) else torch.empty(x.shape, dtype=dtype, device=x.device)

@@ -3,6 +3,7 @@
 Mirrors `sdbnn.reference.surrogate_derivative`; the codes below follow `reference.SURROGATES`.
 """
 
+import torch
 import triton
 import triton.language as tl
 
@@ -32,3 +33,15 @@ def surrogate_derivative(v, k, t, SURROGATE: tl.constexpr):
     else:
         derivative = v * 0.0 + 1.0
     return derivative
+
+
+def check_schedule_scalars(op: str, k: torch.Tensor, t: torch.Tensor, device: torch.device) -> None:
+    """k and t are read through pointers, so they must be one-element tensors already on the kernel's device:
+    copying them here would synchronise the host every step and break CUDA-graph capture."""
+    for name, value in (("k", k), ("t", t)):
+        if value.device != device or value.numel() != 1:
+            raise ValueError(
+                f"{op}: {name} must be a one-element tensor on the input's device ({device}), got shape "
+                f"{tuple(value.shape)} on {value.device}; keep k and t as module buffers that move with the model "
+                "(sdbnn.set_ede fills them in place)"
+            )

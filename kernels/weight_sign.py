@@ -10,18 +10,14 @@ several to a program), so the mean, the sign, dW and d(alpha) are all in-registe
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from sdbnn.kernels import tiles
 from sdbnn.kernels.layouts import dense, output_like
-from sdbnn.kernels.surrogates import SURROGATE_CODES, sign, surrogate_derivative
+from sdbnn.kernels.surrogates import SURROGATE_CODES, check_schedule_scalars, sign, surrogate_derivative
 from sdbnn.reference import WSD_MEAN_FRACTION
-
-# Elements one program holds at a time; rows shorter than this are packed several to a program.
-_TILE = 32768 if os.environ.get("TRITON_INTERPRET") == "1" else 4096
 
 
 @triton.jit
@@ -96,14 +92,16 @@ def _check(w: torch.Tensor, alpha: torch.Tensor | None) -> None:
 
 def _tile(row: int) -> tuple[int, int]:
     """(rows per program, row block): short rows share a program, long rows are walked in blocks."""
-    block = min(triton.next_power_of_2(max(row, 1)), _TILE)
-    return max(1, _TILE // block), block
+    tile = tiles.current().weight_tile
+    block = min(triton.next_power_of_2(max(row, 1)), tile)
+    return max(1, tile // block), block
 
 
-def forward(w: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
+def forward(w: torch.Tensor, alpha: torch.Tensor | None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """sign(W'), stored in ``out_dtype`` (default: w's dtype; autocast asks for the convolution's dtype)."""
     _check(w, alpha)
     w = dense(w)  # each output channel's row is then one dense block, in either layout
-    out = output_like(w)
+    out = output_like(w, out_dtype)
     if w.numel() == 0:
         return out
     row = w[0].numel()
@@ -118,8 +116,10 @@ def forward(w: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
 def backward(
     grad: torch.Tensor, w: torch.Tensor, alpha: torch.Tensor | None, k: torch.Tensor, t: torch.Tensor, surrogate: str
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(dW, d(alpha)); d(alpha) is None when alpha is None."""
+    """(dW, d(alpha)) in the dtypes of w and alpha (grad may be another dtype); d(alpha) is None when alpha is None.
+    k and t must already be on w's device."""
     _check(w, alpha)
+    check_schedule_scalars("weight_sign", k, t, w.device)
     w = dense(w)  # each output channel's row is then one dense block, in either layout
     if grad.stride() != w.stride():  # g must walk the same memory order as w
         grad = torch.empty_like(w, dtype=grad.dtype).copy_(grad)
@@ -132,7 +132,7 @@ def backward(
     row = w[0].numel()
     block_r, block = _tile(row)
     _backward_kernel[(triton.cdiv(w.shape[0], block_r),)](
-        grad, w, alpha.contiguous() if alpha is not None else w, k.to(w.device), t.to(w.device), dw,
+        grad, w, alpha.contiguous() if alpha is not None else w, k, t, dw,
         dalpha if dalpha is not None else w, w.shape[0], row,
         HAS_ALPHA=alpha is not None, SURROGATE=SURROGATE_CODES[surrogate],
         MEAN_FRACTION=WSD_MEAN_FRACTION, BLOCK_R=block_r, BLOCK=block,

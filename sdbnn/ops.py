@@ -5,7 +5,11 @@
 
 plus their backward ops (``act_sign_backward``, ``weight_sign_backward``), each with a fake (meta) implementation
 and autograd registered, so torch.compile keeps them inside one graph. ``shift`` / ``alpha`` may be None (ASD / WSD
-off). ``k`` and ``t`` are 0-dim tensors so that changing them never recompiles.
+off). ``k`` and ``t`` are 0-dim tensors on the input's device, so that changing them never recompiles and no step
+copies them (a copy would synchronise the host and break CUDA-graph capture).
+
+Under autocast, `weight_sign` returns the dtype the convolution will use (its ``out_dtype`` argument), so no cast
+kernel runs per layer; the gradient of an fp32 weight stays fp32. Gradient math runs in fp32, float64 in float64.
 
 Dispatch: CUDA tensors run the Triton kernels in `sdbnn.kernels`; CPU tensors run the reference math (the
 functions of `sdbnn.reference`, in closed form, since autograd cannot run inside an op), or the Triton kernels when
@@ -25,6 +29,7 @@ from sdbnn import reference
 from sdbnn.kernels.layouts import output_like
 
 BACKENDS = ("ops", "reference")
+_AUTOCAST_DEVICE_TYPES = ("cuda", "cpu")  # where the ops run; meta tensors (fakes, lazy init) have no autocast state
 _backend = "ops"
 
 try:  # triton ships with CUDA builds of torch; CPU-only installs run the reference math
@@ -69,8 +74,8 @@ def _empty_if_none(gradient: Tensor | None, like: Tensor) -> Tensor:
 # their backward ops return (d tensor, d per-channel tensor or empty).
 
 
-def _forward_fake(value, per_channel, k, t, surrogate):
-    return output_like(value)
+def _forward_fake(value, per_channel, k, t, surrogate, out_dtype=None):
+    return output_like(value, out_dtype)
 
 
 def _backward_fake(grad, value, per_channel, k, t, surrogate):
@@ -79,14 +84,14 @@ def _backward_fake(grad, value, per_channel, k, t, surrogate):
 
 def _register_autograd(forward_op, backward_op) -> None:
     def setup_context(ctx, inputs, output):
-        value, per_channel, k, t, surrogate = inputs
+        value, per_channel, k, t, surrogate, *options = inputs  # options: weight_sign's out_dtype
         ctx.save_for_backward(value, per_channel, k, t)
-        ctx.surrogate = surrogate
+        ctx.surrogate, ctx.options = surrogate, len(options)
 
     def backward(ctx, grad):
         value, per_channel, k, t = ctx.saved_tensors
         d_value, d_per_channel = backward_op(grad, value, per_channel, k, t, ctx.surrogate)
-        return d_value, (d_per_channel if per_channel is not None else None), None, None, None
+        return d_value, (d_per_channel if per_channel is not None else None), None, None, None, *[None] * ctx.options
 
     forward_op.register_autograd(backward, setup_context=setup_context)
 
@@ -94,13 +99,18 @@ def _register_autograd(forward_op, backward_op) -> None:
 # --- act_sign ------------------------------------------------------------------------------------------------
 
 
+def _shifted_activation(x: Tensor, shift: Tensor | None) -> Tensor:
+    """x + shift[b, c] in the gradient math's dtype (fp32; float64 for float64 inputs)."""
+    dtype = reference.compute_dtype(x.dtype, *([] if shift is None else [shift.dtype]))
+    return x.to(dtype) if shift is None else x.to(dtype) + shift.to(dtype)[:, :, None, None]
+
+
 @torch.library.custom_op("sdbnn::act_sign", mutates_args=())
 def _act_sign(x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor, surrogate: str) -> Tensor:
     reference.check_surrogate(surrogate)
     if uses_triton(x):
         return _act_kernels.forward(x, shift)
-    shifted = x.float() if shift is None else x.float() + shift.float()[:, :, None, None]
-    return output_like(x).copy_(torch.sign(shifted))
+    return output_like(x).copy_(torch.sign(_shifted_activation(x, shift)))
 
 
 _act_sign.register_fake(_forward_fake)
@@ -113,9 +123,9 @@ def _act_sign_backward(
     if uses_triton(x):
         dx, dshift = _act_kernels.backward(grad, x, shift, k, t, surrogate)
         return dx, _empty_if_none(dshift, x)
-    # The reference math in closed form (fp32), as the kernels compute it; autograd cannot run inside an op.
-    shifted = x.float() if shift is None else x.float() + shift.float()[:, :, None, None]
-    dx = grad.float() * reference.surrogate_derivative(shifted, surrogate, k, t)
+    # The reference math in closed form, as the kernels compute it; autograd cannot run inside an op.
+    shifted = _shifted_activation(x, shift)
+    dx = grad.to(shifted.dtype) * reference.surrogate_derivative(shifted, surrogate, k, t)
     dshift = None if shift is None else dx.sum(dim=(2, 3)).to(shift.dtype)
     return output_like(x).copy_(dx), _empty_if_none(dshift, x)
 
@@ -127,13 +137,21 @@ _register_autograd(_act_sign, torch.ops.sdbnn.act_sign_backward)
 # --- weight_sign ---------------------------------------------------------------------------------------------
 
 
+def _shifted_weight(w: Tensor, alpha: Tensor | None) -> Tensor:
+    """W' in the gradient math's dtype (fp32; float64 for float64 inputs)."""
+    dtype = reference.compute_dtype(w.dtype, *([] if alpha is None else [alpha.dtype]))
+    return w.to(dtype) if alpha is None else reference.wsd_shift_weight(w.to(dtype), alpha.to(dtype))
+
+
 @torch.library.custom_op("sdbnn::weight_sign", mutates_args=())
-def _weight_sign(w: Tensor, alpha: Tensor | None, k: Tensor, t: Tensor, surrogate: str) -> Tensor:
+def _weight_sign(
+    w: Tensor, alpha: Tensor | None, k: Tensor, t: Tensor, surrogate: str, out_dtype: torch.dtype | None = None
+) -> Tensor:
+    """``out_dtype``: the output's dtype (default w's): autocast's, so the convolution needs no cast of its own."""
     reference.check_surrogate(surrogate)
     if uses_triton(w):
-        return _weight_kernels.forward(w, alpha)
-    shifted = w.float() if alpha is None else reference.wsd_shift_weight(w.float(), alpha.float())
-    return output_like(w).copy_(torch.sign(shifted))
+        return _weight_kernels.forward(w, alpha, out_dtype)
+    return output_like(w, out_dtype).copy_(torch.sign(_shifted_weight(w, alpha)))
 
 
 _weight_sign.register_fake(_forward_fake)
@@ -146,9 +164,9 @@ def _weight_sign_backward(
     if uses_triton(w):
         dw, dalpha = _weight_kernels.backward(grad, w, alpha, k, t, surrogate)
         return dw, _empty_if_none(dalpha, w)
-    shifted = w.float() if alpha is None else reference.wsd_shift_weight(w.float(), alpha.float())
-    dw = grad.float() * reference.surrogate_derivative(shifted, surrogate, k, t)
-    dalpha = None if alpha is None else reference.wsd_alpha_grad(w.float(), alpha.float(), dw).to(alpha.dtype)
+    shifted = _shifted_weight(w, alpha)
+    dw = grad.to(shifted.dtype) * reference.surrogate_derivative(shifted, surrogate, k, t)
+    dalpha = None if alpha is None else reference.wsd_alpha_grad(w.to(dw.dtype), alpha.to(dw.dtype), dw).to(alpha.dtype)
     return output_like(w).copy_(dw), _empty_if_none(dalpha, w)
 
 
@@ -171,8 +189,22 @@ def weight_sign(
 ) -> Tensor:
     """sign(W') with W' the WSD-shifted weight (alpha None: unshifted), by the current backend.
 
+    Under autocast the fused op returns autocast's dtype for w's device (what the convolution casts the weight to
+    anyway: ±1 and 0 are exact in every float type), so no cast kernel runs per layer, forward or backward.
     Per-channel scales (ablations only) are not fused: they run the reference math on either backend.
     """
     if _backend == "reference" or scale != "none":
         return reference.weight_sign(w, alpha, k, t, surrogate, scale)
-    return torch.ops.sdbnn.weight_sign(w, alpha, k, t, surrogate)
+    return torch.ops.sdbnn.weight_sign(w, alpha, k, t, surrogate, autocast_dtype(w))
+
+
+def autocast_dtype(tensor: Tensor) -> torch.dtype | None:
+    """The dtype autocast casts ``tensor`` to for a convolution, or None when it leaves it alone (autocast off for
+    its device type, float64, or already that dtype)."""
+    device_type = tensor.device.type
+    if tensor.dtype == torch.float64 or not tensor.is_floating_point() or device_type not in _AUTOCAST_DEVICE_TYPES:
+        return None
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    dtype = torch.get_autocast_dtype(device_type)
+    return None if dtype == tensor.dtype else dtype

@@ -1,4 +1,5 @@
-"""Kernel-vs-reference comparisons shared by the CPU (interpreted) tests and the CUDA (`-m gpu`) tests.
+"""Kernel-vs-reference comparisons shared by the CPU (interpreted) tests, the CUDA (`-m gpu`) tests and the GPU
+session's correctness stage (`benchmarks/gpu_session.py`, which imports this file from tests/).
 
 Expected values are computed in float64 from the upcast inputs; fp32 results are also compared with the
 reference's own autograd.
@@ -8,6 +9,7 @@ import contextlib
 
 import torch
 
+import sdbnn.ops  # noqa: F401 - registers torch.ops.sdbnn
 from sdbnn import reference
 from sdbnn.kernels import act_sign as act_kernels
 from sdbnn.kernels import weight_sign as weight_kernels
@@ -56,16 +58,30 @@ def assert_close(actual, expected, dtype, scale=1.0):
     torch.testing.assert_close(actual.double().cpu(), expected, rtol=rtol, atol=atol * scale)
 
 
-def check_act_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu"):
+def _run_act(x, shift, grad, k, t, surrogate, through):
+    """(out, dx, dshift) from the kernel launchers, or from the custom op through autograd."""
+    if through == "kernel":
+        with poisoned_allocations():
+            out = act_kernels.forward(x, shift)
+            dx, dshift = act_kernels.backward(grad, x, shift, k, t, surrogate)
+        return out, dx, dshift
+    x_leaf, shift_leaf = x.clone().requires_grad_(), shift.clone().requires_grad_()
+    with poisoned_allocations():
+        out = torch.ops.sdbnn.act_sign(x_leaf, shift_leaf, k, t, surrogate)
+        out.backward(grad)
+    return out.detach(), x_leaf.grad, shift_leaf.grad
+
+
+def check_act_sign(shape, channels_last, dtype, surrogate, device="cpu", through="kernel"):
+    """Outputs and gradients against float64: of the kernel launchers (``through="kernel"``), or of the custom op
+    through autograd (``through="op"``: Triton on CUDA, the reference math on CPU without the interpreter)."""
     k, t = (value.to(device) for value in EDE_POINTS[1])
     x = nonzero_random(shape, dtype, device=device)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     shift = torch.rand(shape[:2], dtype=torch.float64).to(dtype).to(device)
     grad = torch.randn(shape, dtype=torch.float64).to(dtype).to(device)
-    with poisoned_allocations():
-        out = act_kernels.forward(x, shift)
-        dx, dshift = act_kernels.backward(grad, x, shift, k, t, surrogate)
+    out, dx, dshift = _run_act(x, shift, grad, k, t, surrogate, through)
     shifted = x.double().cpu() + shift.double().cpu()[:, :, None, None]
     assert torch.equal(out.double().cpu(), torch.sign(shifted)) and out.dtype == dtype
     assert out.stride() == x.stride() and dx.stride() == x.stride()  # layout kept, no copy
@@ -79,20 +95,39 @@ def check_act_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu"):
         torch.testing.assert_close(dshift, shift_ref.grad, rtol=1e-4, atol=1e-4)
 
 
-def check_weight_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu"):
+def check_act_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu"):
+    check_act_sign(shape, channels_last, dtype, surrogate, device, through="kernel")
+
+
+def _run_weight(w, alpha, grad, k, t, surrogate, through, out_dtype):
+    if through == "kernel":
+        with poisoned_allocations():
+            out = weight_kernels.forward(w, alpha, out_dtype)
+            dw, dalpha = weight_kernels.backward(grad, w, alpha, k, t, surrogate)
+        return out, dw, dalpha
+    w_leaf, alpha_leaf = w.clone().requires_grad_(), alpha.clone().requires_grad_()
+    with poisoned_allocations():
+        out = torch.ops.sdbnn.weight_sign(w_leaf, alpha_leaf, k, t, surrogate, out_dtype)
+        out.backward(grad)
+    return out.detach(), w_leaf.grad, alpha_leaf.grad
+
+
+def check_weight_sign(shape, channels_last, dtype, surrogate, device="cpu", through="kernel", out_dtype=None):
+    """Like `check_act_sign`. ``out_dtype`` (autocast's): the sign is stored in it and the incoming gradient has it,
+    while dW and d(alpha) keep the weight's dtype."""
     k, t = (value.to(device) for value in EDE_POINTS[1])
     w = nonzero_random(shape, dtype, scale=0.3, device=device)
     if channels_last:
         w = w.to(memory_format=torch.channels_last)
     alpha = torch.randn(shape[0], dtype=torch.float64).to(dtype).to(device)
-    grad = torch.randn(shape, dtype=torch.float64).to(dtype).to(device)
-    with poisoned_allocations():
-        out = weight_kernels.forward(w, alpha)
-        dw, dalpha = weight_kernels.backward(grad, w, alpha, k, t, surrogate)
+    # NCHW even for a channels_last w: the launcher copies it into w's layout
+    grad = torch.randn(shape, dtype=torch.float64).to(out_dtype or dtype).to(device)
+    out, dw, dalpha = _run_weight(w, alpha, grad, k, t, surrogate, through, out_dtype)
     w64, a64 = w.double().cpu(), alpha.double().cpu()
     signed_mean = 0.01 * w64.flatten(1).mean(1)
     shifted = w64 + (torch.sigmoid(a64) * signed_mean).view(-1, *[1] * (w.dim() - 1))
     assert torch.equal(out.double().cpu(), torch.sign(shifted)) and out.stride() == w.stride()
+    assert out.dtype == (out_dtype or dtype) and dw.dtype == dtype and dalpha.dtype == dtype
     expected_dw = grad.double().cpu() * derivative64(shifted, surrogate, k, t)
     assert_close(dw, expected_dw, dtype)
     gate = torch.sigmoid(a64)
@@ -101,6 +136,10 @@ def check_weight_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu
     assert_close(dalpha, expected_dalpha, dtype, scale=0.1 if dtype == torch.float16 else 0.01)
     if dtype == torch.float32:
         w_ref, a_ref = w.clone().requires_grad_(), alpha.clone().requires_grad_()
-        reference.weight_sign(w_ref, a_ref, k, t, surrogate).backward(grad)
+        reference.weight_sign(w_ref, a_ref, k, t, surrogate).backward(grad.to(dtype))
         torch.testing.assert_close(dw, w_ref.grad, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(dalpha, a_ref.grad, rtol=1e-4, atol=1e-9)
+
+
+def check_weight_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu", out_dtype=None):
+    check_weight_sign(shape, channels_last, dtype, surrogate, device, through="kernel", out_dtype=out_dtype)

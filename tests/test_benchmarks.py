@@ -1,10 +1,19 @@
-"""The kernel benchmark runs end to end (CPU smoke) and writes its JSON and markdown."""
+"""The benchmarks run end to end (CPU smoke runs) and never lose results: each section is written as it ends, a
+failing section leaves the others' files, a time budget skips what it must and says so; the GPU session's script
+runs every stage at tiny sizes on CPU, so the one GPU run cannot crash for a reason a CPU could have shown."""
 
 import json
-import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+import torch
+from helpers import cpu_env
+
+from benchmarks import common, gpu_session, kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -12,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_kernel_benchmark_quick(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "kernels.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, env=os.environ.copy(),
+        capture_output=True, text=True, timeout=600,  # keeps TRITON_INTERPRET: the fused provider is the kernels
     )
     assert result.returncode == 0, result.stderr
     (json_file,) = tmp_path.glob("kernels-*.json")
@@ -27,15 +36,114 @@ def test_kernel_benchmark_quick(tmp_path):
     assert "| act_sign |" in json_file.with_suffix(".md").read_text()
 
 
+def test_kernel_benchmark_compiles_each_case_on_its_own(monkeypatch):
+    # Every case used to compile the same reference lambda: dtype × layout × grad variants piled onto one code
+    # object until dynamo's recompile limit, which fullgraph=True turns into FailOnRecompileLimitHit.
+    cases = kernels.QUICK_CASES
+    jobs = [(op, case, dtype) for op in ("act_sign", "weight_sign") for case in cases
+            for dtype in (torch.float32, torch.bfloat16)]
+    with torch._dynamo.config.patch(recompile_limit=2):  # each case compiles twice (forward, forward+backward)
+        result = kernels.run(True, torch.device("cpu"), jobs=jobs, compile_backend="eager")
+        assert len(result["rows"]) == 3 * len(jobs)
+        assert {row["dtype"] for row in result["rows"]} == {"float32", "bfloat16"}
+        monkeypatch.setattr(kernels, "own_code", lambda fn: fn)  # the old way: one shared code object
+        torch._dynamo.reset()
+        with pytest.raises(torch._dynamo.exc.FailOnRecompileLimitHit):
+            kernels.run(True, torch.device("cpu"), jobs=jobs, compile_backend="eager")
+    torch._dynamo.reset()
+
+
+def test_loader_benchmark_without_foolbox(tmp_path, monkeypatch):
+    # The GPU machines have no foolbox: the benchmark makes synthetic JPEGs and CIFAR pixels instead.
+    from benchmarks import loaders
+    from sdbnn.pipelines import read_cifar
+
+    monkeypatch.setattr(loaders, "foolbox_data", lambda: None)
+    images = read_cifar(loaders.make_cifar_root(tmp_path / "cifar", 45), train=True)
+    assert len(images.labels) == 5 * 45  # five training batches of 45
+    folder = loaders.make_imagenet_folder(tmp_path / "imagenet", 7)
+    assert len(list(folder.glob("*/*.jpg"))) == 7
+    assert loaders.markdown_table({"real_images": False, "workers": 1, "imagenet_torchvision_images_per_s": 1.0,
+                                   "cifar_torchvision_images_per_s": 1.0, "cifar_device_resident_images_per_s": 2.0,
+                                   "cifar_device_over_torchvision": 2.0}).count("synthetic JPEGs") == 1
+
+
+def _read(report_json: Path) -> tuple[dict, str]:
+    return json.loads(report_json.read_text()), report_json.with_suffix(".md").read_text()
+
+
+def test_report_keeps_every_section_and_records_failures_and_budget(tmp_path):
+    report = common.Report(tmp_path, "run", {"device": "cpu"}, "Run")
+
+    def failing(section):
+        section.data["rows"] = [1]
+        section.save()  # partial results reach the files before the failure
+        assert json.loads((tmp_path / "run.json").read_text())["first"]["rows"] == [1]
+        raise ValueError("injected")
+
+    def partly(section):
+        section.data["done"] = ["a"]
+        time.sleep(0.25)  # uses the budget up
+        for item in ("b", "c"):
+            if section.allows(item):
+                section.data["done"].append(item)
+
+    report.run("first", failing, lambda data: "table of first\n")
+    report.run("second", lambda section: {"value": 2}, lambda data: f"value {data['value']}\n")
+    stopped = common.Budget(0.2)
+    report.run("third", partly, None, stopped)
+    report.run("fourth", lambda section: {"value": 4}, None, stopped)
+    result, markdown = _read(tmp_path / "run.json")
+    assert result["sections"] == ["first", "second", "third", "fourth"]
+    assert result["first"]["status"] == "failed" and "ValueError: injected" in result["first"]["traceback"]
+    assert result["first"]["rows"] == [1] and "table of first" in markdown and "ValueError: injected" in markdown
+    assert result["second"]["status"] == "ok" and result["second"]["value"] == 2 and "value 2" in markdown
+    assert result["third"]["status"] == "incomplete" and result["third"]["done"] == ["a"]
+    assert [item.split(":")[0] for item in result["third"]["skipped"]] == ["b", "c"]
+    assert result["fourth"]["status"] == "skipped" and "value" not in result["fourth"]
+    assert "- b: time budget" in markdown and "time budget spent before it started" in markdown
+    assert report.failed() == ["first"]
+
+
+def test_one_command_keeps_going_after_a_failing_section(tmp_path, monkeypatch):
+    # In process, with the real orchestration and stand-in sections (the subprocess test below runs the real ones).
+    from benchmarks import __main__ as one_command
+    from benchmarks import loaders, training
+
+    def fake_training(quick, device, models, section):
+        section.data["rows"] = []
+
+    loader_numbers = {"real_images": False, "workers": 1, "imagenet_torchvision_images_per_s": 10.0,
+                      "cifar_torchvision_images_per_s": 1.0, "cifar_device_resident_images_per_s": 5.0,
+                      "cifar_device_over_torchvision": 5.0}
+    monkeypatch.setattr(training, "run", fake_training)
+    monkeypatch.setattr(loaders, "run", lambda options: dict(loader_numbers))
+    out = tmp_path / "failing"
+    assert one_command.main(["--quick", "--out", str(out), "--inject-failure", "kernels"]) == 1
+    (json_file,) = out.glob("*.json")
+    result, markdown = _read(json_file)
+    assert result["kernels"]["status"] == "failed" and "--inject-failure kernels" in result["kernels"]["traceback"]
+    assert result["training"]["status"] == "ok" and result["loaders"]["status"] == "ok"
+    assert result["loaders"]["cifar_device_over_torchvision"] == 5.0
+    assert "## Loaders" in markdown and "| CIFAR train, device-resident loader | 5 | 5.0× |" in markdown
+
+    out = tmp_path / "no-time"
+    assert one_command.main(["--quick", "--out", str(out), "--budget-s", "0"]) == 0
+    (json_file,) = out.glob("*.json")
+    result, markdown = _read(json_file)
+    assert [result[name]["status"] for name in ("kernels", "training", "loaders")] == ["skipped"] * 3
+    assert markdown.count("time budget spent before it started") == 3
+
+
 def test_one_command_runs_every_benchmark_quick(tmp_path):
     # Without the interpreter the fused ops take their CPU path (the reference math): a smoke run of every section.
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+                            capture_output=True, text=True, timeout=900, env=cpu_env(), cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     (json_file,) = tmp_path.glob("cpu-*.json")
     report = json.loads(json_file.read_text())
     assert {"device", "date", "torch", "kernels", "training", "loaders"} <= set(report)
+    assert all(report[name]["status"] == "ok" for name in ("kernels", "training", "loaders"))
     rows = {row["variant"]: row for row in report["training"]["rows"] if row["model"] == "resnet20"}
     assert set(rows) == {"sdbnn", "reference_fp32", "full_precision"}
     assert all(row["train_images_per_s"] > 0 for row in rows.values())
@@ -50,3 +158,79 @@ def test_one_command_runs_every_benchmark_quick(tmp_path):
     markdown = json_file.with_suffix(".md").read_text()
     assert all(f"## {section}" in markdown for section in ("Kernels", "Training", "Loaders"))
     assert "| resnet20 | 16 × 32 |" in markdown
+
+
+def _gpu_session(tmp_path, *args, timeout=900):
+    # The shell wrapper, exactly as a GPU session calls it, with this interpreter and TRITON_INTERPRET stripped.
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), "--tiny", *args], capture_output=True,
+                          text=True, timeout=timeout, env=cpu_env(OUT=str(tmp_path), PYTHON=sys.executable), cwd=ROOT)
+
+
+def test_gpu_session_runs_every_stage_tiny(tmp_path):
+    result = _gpu_session(tmp_path)
+    assert result.returncode == 0, result.stdout[-4000:]
+    (json_file,) = tmp_path.glob("tiny-cpu-*.json")
+    report, markdown = _read(json_file)
+    statuses = {name: report[name]["status"] for name in report["sections"]}
+    assert statuses == {"preflight": "ok", "correctness": "ok", "fused_ops": "ok", "training": "ok", "trainer": "ok",
+                        "gpu_tests": "skipped", "targets": "ok"}
+    assert set(report["preflight"]["imports"].values()) == {"ok"}
+    checks = report["correctness"]["kernel_checks"]
+    assert len(checks) == sum(map(len, gpu_session.kernel_check_matrix(gpu_session.TINY_PLAN)))
+    assert all(check["passed"] for check in checks)
+    assert [model["model"] for model in report["correctness"]["models"]] == ["resnet20", "resnet18_imagenet"]
+    assert all(model["passed"] for model in report["correctness"]["models"])
+    assert {row["case"] for row in report["fused_ops"]["rows"]} >= {"resnet18.layer1", "resnet18.layer2"}
+    trained = {(row["model"], row["variant"]) for row in report["training"]["rows"]}
+    assert trained == {("resnet18_imagenet", variant) for variant in
+                       ("sdbnn", "reference_fp32", "full_precision", "reference_compiled")} | {
+        ("resnet20", "sdbnn"), ("resnet20", "sdbnn_cudagraphs")}
+    reused = [row for row in report["training"]["rows"] if row["compiled_in"] == "correctness stage"]
+    assert {(row["model"], row["variant"]) for row in reused} == {("resnet20", "sdbnn"), ("resnet18_imagenet", "sdbnn")}
+    trainer = report["trainer"]
+    assert len(trainer["epochs"]) == 2 and trainer["train_images_per_s"] == trainer["epochs"][1]["train_images_per_s"]
+    assert trainer["trainer_over_bare_step"] == trainer["train_images_per_s"] / trainer["bare_step_images_per_s"]
+    assert len(report["targets"]["targets"]) == 5
+    for heading in ("a. Preflight", "b. Correctness", "c. Fused ops", "d. Training step", "e. Trainer", "Targets"):
+        assert f"## {heading}" in markdown
+    assert "aot_eager" in markdown and (tmp_path / "gpu-session.log").read_text().count("== trainer: ok") == 1
+
+
+def test_gpu_session_failure_and_budget_leave_results(tmp_path):
+    failing = tmp_path / "failing"
+    result = _gpu_session(failing, "--only", "preflight", "fused_ops", "targets", "--inject-failure", "preflight")
+    assert result.returncode == 1, result.stdout[-4000:]
+    (json_file,) = failing.glob("*.json")
+    report, markdown = _read(json_file)
+    assert report["preflight"]["status"] == "failed"
+    assert "--inject-failure preflight" in report["preflight"]["traceback"]
+    assert report["fused_ops"]["status"] == "ok" and report["fused_ops"]["rows"]
+    assert report["targets"]["status"] == "ok" and "--inject-failure preflight" in markdown
+
+    no_time = tmp_path / "no-time"
+    result = _gpu_session(no_time, "--total-s", "0")
+    assert result.returncode == 0, result.stdout[-4000:]
+    (json_file,) = no_time.glob("*.json")
+    report, markdown = _read(json_file)
+    assert {report[name]["status"] for name in report["sections"]} == {"skipped"}
+    assert markdown.count("time budget spent before it started") == 6  # every stage but the unrequested gpu_tests
+
+
+def test_gpu_session_killed_mid_stage_keeps_what_was_written(tmp_path):
+    # What the wrapper's hard time limit does: SIGTERM while a stage runs.
+    process = subprocess.Popen([sys.executable, "-u", "-m", "benchmarks.gpu_session", "--tiny", "--out", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=cpu_env())
+    lines = []
+    for line in process.stdout:  # stop it once the correctness stage has written its first checks
+        lines.append(line)
+        if "op checks passed so far" in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    lines += process.stdout.readlines()
+    assert process.wait(timeout=120) == 1, "".join(lines)[-3000:]
+    (json_file,) = tmp_path.glob("*.json")
+    report, markdown = _read(json_file)
+    assert report["preflight"]["status"] == "ok"
+    assert report["correctness"]["status"] == "interrupted" and report["correctness"]["kernel_checks"]
+    assert {report[name]["status"] for name in report["sections"][2:]} == {"skipped"}
+    assert "**interrupted**" in markdown and "stopped (hard time limit)" in markdown

@@ -1,11 +1,16 @@
 """Fused kernels and the op layer against the reference math (CPU, Triton interpreter)."""
 
+import contextlib
+
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdbnn
 from sdbnn import ops, reference
 from sdbnn.kernels import act_sign as act_kernels
+from sdbnn.kernels import tiles
 from sdbnn.kernels import weight_sign as weight_kernels
 
 from kernel_checks import (
@@ -13,7 +18,9 @@ from kernel_checks import (
     DTYPES,
     EDE_POINTS,
     WEIGHT_CASES,
+    check_act_sign,
     check_act_sign_kernel,
+    check_weight_sign,
     check_weight_sign_kernel,
     nonzero_random,
     poisoned_allocations,
@@ -29,17 +36,16 @@ def test_act_sign_kernel_matches_reference(shape, channels_last, dtype, surrogat
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-def test_act_sign_kernel_without_shift_and_multi_block(channels_last, monkeypatch):
-    monkeypatch.setattr(act_kernels, "_ELEMENTS_PER_PROGRAM", 64)  # walk H·W in several blocks
-    monkeypatch.setattr(act_kernels, "_FORWARD_BLOCK", 64)
-    monkeypatch.setattr(act_kernels, "_TARGET_PROGRAMS", 64)  # channels_last: H·W split over programs
+def test_act_sign_kernel_without_shift_and_multi_block(channels_last):
     k, t = EDE_POINTS[0]
     x = nonzero_random((2, 6, 11, 9), torch.float32)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     grad = torch.randn(x.shape)
     shift = torch.rand(2, 6)
-    with poisoned_allocations():
+    # walk H·W in several blocks; channels_last: H·W split over programs
+    small_tiles = tiles.use(forward_block=64, elements_per_program=64, plane_block=64, target_programs=64)
+    with small_tiles, poisoned_allocations():
         assert torch.equal(act_kernels.forward(x, None), torch.sign(x))
         dx, dshift = act_kernels.backward(grad, x, None, k, t, "ede")
         dx_shifted, dshift_shifted = act_kernels.backward(grad, x, shift, k, t, "ede")
@@ -68,12 +74,11 @@ def test_weight_sign_kernel_matches_reference(shape, channels_last, dtype, surro
     check_weight_sign_kernel(shape, channels_last, dtype, surrogate)
 
 
-def test_weight_sign_kernel_long_rows_and_no_alpha(monkeypatch):
-    monkeypatch.setattr(weight_kernels, "_TILE", 32)  # rows of 45 walked in two blocks, one row per program
+def test_weight_sign_kernel_long_rows_and_no_alpha():
     k, t = EDE_POINTS[1]
     w = nonzero_random((7, 5, 3, 3), torch.float32, scale=0.3)
     alpha, grad = torch.randn(7), torch.randn(7, 5, 3, 3)
-    with poisoned_allocations():
+    with tiles.use(weight_tile=32), poisoned_allocations():  # rows of 45 walked in two blocks, one row per program
         out = weight_kernels.forward(w, alpha)
         dw, dalpha = weight_kernels.backward(grad, w, alpha, k, t, "ede")
         plain = weight_kernels.forward(w, None)
@@ -86,6 +91,56 @@ def test_weight_sign_kernel_long_rows_and_no_alpha(monkeypatch):
     torch.testing.assert_close(dalpha, a_ref.grad, rtol=1e-5, atol=1e-9)
     assert torch.equal(plain, torch.sign(w)) and none is None
     torch.testing.assert_close(dw_plain, grad * (w.abs() <= 1))
+
+
+# The GPU's tile sizes, run under the interpreter: the launch paths only a GPU takes with the default sizes.
+GPU_ACT_CASES = [
+    # (shape, channels_last, tile changes, what it covers)
+    ((1, 3, 33, 33), False, {}, "nchw-hw1089-two-passes-per-plane"),
+    ((3, 24, 7, 7), False, {}, "nchw-32-small-planes-per-program"),
+    ((2, 8, 33, 33), True, {}, "nhwc-5-splits-one-pass-each"),
+    ((1, 136, 5, 5), True, {}, "nhwc-c136-masked-second-channel-block"),
+    ((2, 8, 33, 33), True, {"target_programs": 4}, "nhwc-2-splits-up-to-3-passes-last-short"),
+    ((2, 8, 33, 33), True, {"target_programs": 2}, "nhwc-1-split-walking-5-row-blocks"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape,channels_last,changes,covers", GPU_ACT_CASES, ids=[c[3] for c in GPU_ACT_CASES])
+def test_act_sign_kernel_with_gpu_tiles(shape, channels_last, changes, covers, dtype):
+    with tiles.use(tiles.GPU, **changes):
+        check_act_sign_kernel(shape, channels_last, dtype, "ede")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("shape", [(3, 512, 3, 3), (6, 100, 3, 3)], ids=["row4608-two-blocks", "rows-packed"])
+def test_weight_sign_kernel_with_gpu_tiles(shape, channels_last, dtype):
+    with tiles.use(tiles.GPU):
+        check_weight_sign_kernel(shape, channels_last, dtype, "ede")
+
+
+def test_tile_sizes_are_checked_and_restored():
+    before = tiles.current()
+    with pytest.raises(ValueError, match="power of two"):
+        with tiles.use(plane_block=1000):
+            pass
+    with tiles.use(tiles.GPU, weight_tile=64) as sizes:
+        assert tiles.current() == sizes and sizes.weight_tile == 64 and sizes.plane_block == tiles.GPU.plane_block
+    assert tiles.current() == before
+
+
+def test_kernels_reject_k_and_t_on_another_device():
+    # Copying k and t to the input's device would synchronise the host each step and break CUDA-graph capture.
+    on_meta = torch.tensor(1.0, device="meta")
+    k, t = EDE_POINTS[1]
+    x, w = torch.randn(2, 3, 4, 4), torch.randn(4, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"act_sign: k must be a one-element tensor on the input's device \(cpu\)"):
+        act_kernels.backward(torch.randn(x.shape), x, None, on_meta, t, "ede")
+    with pytest.raises(ValueError, match=r"weight_sign: t must be a one-element tensor on the input's device"):
+        weight_kernels.backward(torch.randn(w.shape), w, None, k, on_meta, "ede")
+    with pytest.raises(ValueError, match=r"got shape \(2,\)"):
+        act_kernels.backward(torch.randn(x.shape), x, None, k, torch.ones(2), "ede")
 
 
 def test_kernels_reject_bad_shapes():
@@ -165,3 +220,103 @@ def test_backend_switch():
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         with sdbnn.backend("cuda"):
             pass
+
+
+# --- autocast and float64 -------------------------------------------------------------------------------------
+
+
+class CastCounter(TorchDispatchMode):
+    """Counts dtype casts (aten._to_copy) of tensors shaped like ``shape``."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape, self.casts = tuple(shape), 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and tuple(args[0].shape) == self.shape:
+            self.casts += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _autocast_conv_step(w, alpha, x, k, t):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        binary = ops.weight_sign(w, alpha, k, t, "ede")
+        return binary, F.conv2d(x, binary, padding=1)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_weight_sign_returns_the_autocast_dtype(op_path, compiled):
+    k, t = EDE_POINTS[1]
+    x = nonzero_random((2, 4, 6, 6), torch.float32)
+    w, alpha = nonzero_random((5, 4, 3, 3), torch.float32, 0.3), torch.randn(5)
+    grad = torch.randn(2, 5, 6, 6)
+    results, casts = {}, {}
+    for backend in ops.BACKENDS:
+        torch._dynamo.reset()
+        w_leaf, alpha_leaf = w.clone().requires_grad_(), alpha.clone().requires_grad_()
+        step = _autocast_conv_step
+        if compiled and backend == "ops":
+            step = torch.compile(_autocast_conv_step, fullgraph=True)
+        counter = CastCounter(w.shape)
+        # dynamo does not trace under a dispatch mode: the casts are counted in eager runs
+        with sdbnn.backend(backend), counter if step is _autocast_conv_step else contextlib.nullcontext():
+            binary, out = step(w_leaf, alpha_leaf, x, k, t)
+            out.backward(grad)
+        results[backend], casts[backend] = (binary, out, w_leaf.grad, alpha_leaf.grad), counter.casts
+    (binary, out, dw, dalpha), (ref_binary, ref_out, ref_dw, ref_dalpha) = results["ops"], results["reference"]
+    assert binary.dtype == torch.bfloat16 and ref_binary.dtype == torch.float32  # the reference leaves it to conv2d
+    assert torch.equal(binary.float(), ref_binary) and torch.equal(out, ref_out) and out.dtype == torch.bfloat16
+    assert dw.dtype == torch.float32 and dalpha.dtype == torch.float32  # gradients of fp32 parameters stay fp32
+    torch.testing.assert_close(dw, ref_dw, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dalpha, ref_dalpha, rtol=1e-4, atol=1e-9)
+    # The reference casts the sign forward and its gradient backward; the fused op neither.
+    assert casts["reference"] == 2 and (compiled or casts["ops"] == 0)
+
+
+def test_weight_sign_dtype_outside_autocast_and_for_float64():
+    k, t = EDE_POINTS[1]
+    w = nonzero_random((3, 2, 3, 3), torch.float32, 0.3)
+    assert ops.weight_sign(w, None, k, t, "ede").dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ops.weight_sign(w.double(), None, k.double(), t.double(), "ede").dtype == torch.float64
+        assert ops.autocast_dtype(w) == torch.bfloat16 and ops.autocast_dtype(w.bfloat16()) is None
+        assert ops.autocast_dtype(torch.empty(3, device="meta")) is None
+    # the fake agrees with the real op on the requested dtype (and the layout), forward and backward
+    torch.library.opcheck(torch.ops.sdbnn.weight_sign.default, (w.requires_grad_(), None, k, t, "ede", torch.bfloat16))
+
+
+def test_float64_gradients_match_closed_forms(monkeypatch):
+    # The op layer's CPU math keeps float64 in float64 (the Triton kernels compute in fp32 whatever the storage).
+    monkeypatch.setattr(ops, "_INTERPRET", False)
+    k, t = torch.tensor(1.0, dtype=torch.float64), torch.tensor(2.5, dtype=torch.float64)
+    x = nonzero_random((2, 3, 5, 4), torch.float64).requires_grad_()
+    shift = torch.rand(2, 3, dtype=torch.float64, requires_grad=True)
+    w = nonzero_random((4, 3, 3, 3), torch.float64, 0.3).requires_grad_()
+    alpha = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    g_act, g_weight = torch.randn(x.shape, dtype=torch.float64), torch.randn(w.shape, dtype=torch.float64)
+    ops.act_sign(x, shift, k, t, "ede").backward(g_act)
+    ops.weight_sign(w, alpha, k, t, "ede").backward(g_weight)
+    shifted = x.detach() + shift.detach()[:, :, None, None]
+    dx = g_act * k * t * (1 - torch.tanh(t * shifted) ** 2)
+    torch.testing.assert_close(x.grad, dx, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(shift.grad, dx.sum(dim=(2, 3)), rtol=1e-12, atol=1e-14)
+    gate, signed_mean = torch.sigmoid(alpha.detach()), 0.01 * w.detach().flatten(1).mean(1)
+    dw = g_weight * k * t * (1 - torch.tanh(t * (w.detach() + (gate * signed_mean)[:, None, None, None])) ** 2)
+    torch.testing.assert_close(w.grad, dw, rtol=1e-12, atol=1e-14)
+    dalpha = gate * (1 - gate) * signed_mean * dw.flatten(1).sum(1)
+    torch.testing.assert_close(alpha.grad, dalpha, rtol=1e-12, atol=1e-16)
+
+
+@pytest.mark.parametrize("through", ["kernel", "op"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_weight_sign_stores_the_autocast_dtype(channels_last, through):
+    # fp32 weights, bf16 sign (what the convolution uses under autocast) and bf16 incoming gradient; fp32 dW, d(alpha)
+    check_weight_sign((6, 5, 3, 3), channels_last, torch.float32, "ede", through=through, out_dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_op_level_checks_used_by_the_gpu_session(op_path, channels_last, dtype):
+    # The GPU session checks the ops through autograd; on CPU they take the interpreter or the reference math.
+    check_act_sign((2, 5, 3, 4), channels_last, dtype, "approx", through="op")
+    check_weight_sign((4, 5, 3, 3), channels_last, dtype, "approx", through="op")

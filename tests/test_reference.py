@@ -103,6 +103,34 @@ def test_weight_sign_alpha_and_weight_gradients(k, t):
     torch.testing.assert_close(alpha.grad.double(), expected_alpha, rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.parametrize("surrogate", reference.SURROGATES)
+def test_float64_gradients_stay_float64(surrogate):
+    # A float64 model is how equality with the official code is proven: no fp32 step may hide in its gradients.
+    k, t = torch.tensor(1.0, dtype=torch.float64), torch.tensor(2.5, dtype=torch.float64)
+    x = random_nonzero(2, 3, 5, 4, dtype=torch.float64).requires_grad_(True)
+    shift = torch.rand(2, 3, dtype=torch.float64).requires_grad_(True)
+    w = random_nonzero(4, 3, 3, 3, scale=0.3, dtype=torch.float64).requires_grad_(True)
+    alpha = torch.randn(4, dtype=torch.float64).requires_grad_(True)
+    g_act, g_weight = torch.randn(x.shape, dtype=torch.float64), torch.randn(w.shape, dtype=torch.float64)
+    reference.act_sign(x, shift, k, t, surrogate).backward(g_act)
+    reference.weight_sign(w, alpha, k, t, surrogate).backward(g_weight)
+
+    def derivative(v):  # SPEC §1 closed forms, written out independently of reference.surrogate_derivative
+        return {"ede": k * t * (1 - torch.tanh(t * v) ** 2),
+                "approx": torch.where((v >= -1) & (v < 1), 2 - 2 * v.abs(), torch.zeros_like(v)),
+                "clip": (v.abs() <= 1).double(), "ste": torch.ones_like(v)}[surrogate]
+
+    dx = g_act * derivative(x.detach() + shift.detach()[:, :, None, None])
+    assert x.grad.dtype == torch.float64 and shift.grad.dtype == torch.float64
+    torch.testing.assert_close(x.grad, dx, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(shift.grad, dx.sum(dim=(2, 3)), rtol=1e-12, atol=1e-14)
+    gate, signed_mean = torch.sigmoid(alpha.detach()), 0.01 * w.detach().flatten(1).mean(1)
+    dw = g_weight * derivative(w.detach() + (gate * signed_mean)[:, None, None, None])
+    torch.testing.assert_close(w.grad, dw, rtol=1e-12, atol=1e-14)
+    dalpha = gate * (1 - gate) * signed_mean * dw.flatten(1).sum(1)
+    torch.testing.assert_close(alpha.grad, dalpha, rtol=1e-12, atol=1e-16)
+
+
 def test_weight_scales():
     w = random_nonzero(4, 3, 3, 3, scale=0.2)
     shifted = reference.wsd_shift_weight(w, torch.zeros(4))
