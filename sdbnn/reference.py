@@ -32,20 +32,29 @@ def check_surrogate(surrogate: str) -> None:
 def surrogate_derivative(
     x: torch.Tensor, surrogate: str, k: torch.Tensor | None = None, t: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """d sign(x)/dx as each surrogate defines it, in fp32 (the caller casts back)."""
+    """d sign(x)/dx as each surrogate defines it, in at least fp32: half types are computed in fp32, float64
+    stays float64 (the caller casts back)."""
     check_surrogate(surrogate)
-    x = x.float()
+    x = x.to(compute_dtype(x.dtype))
     if surrogate == "ede":
         if k is None or t is None:
             raise ValueError("the 'ede' surrogate needs k and t (see sdbnn.set_ede / ede_schedule)")
-        k, t = k.float(), t.float()
+        k, t = k.to(x.dtype), t.to(x.dtype)
         return k * t * (1.0 - torch.tanh(t * x) ** 2)
     if surrogate == "approx":
         inner = (x >= -1.0) & (x < 1.0)
         return torch.where(inner, 2.0 - 2.0 * x.abs(), torch.zeros_like(x))
     if surrogate == "clip":
-        return (x.abs() <= 1.0).float()
+        return (x.abs() <= 1.0).to(x.dtype)
     return torch.ones_like(x)  # ste
+
+
+def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype gradient math runs in: fp32 for fp32 and half types, float64 when any input is float64."""
+    result = torch.float32
+    for dtype in dtypes:
+        result = torch.promote_types(result, dtype)
+    return result
 
 
 class _SignWithSurrogate(torch.autograd.Function):
@@ -58,7 +67,8 @@ class _SignWithSurrogate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         x, k, t = ctx.saved_tensors
-        grad_x = grad_output.float() * surrogate_derivative(x, ctx.surrogate, k, t)
+        derivative = surrogate_derivative(x, ctx.surrogate, k, t)
+        grad_x = grad_output.to(compute_dtype(grad_output.dtype, derivative.dtype)) * derivative
         return grad_x.to(grad_output.dtype), None, None, None
 
 
@@ -146,10 +156,14 @@ def weight_sign(
 # --- EDE schedule --------------------------------------------------------------------------------------------
 
 
-def ede_schedule(epoch: float, epochs: int, t_min: float, t_max: float = T_MAX) -> tuple[float, float]:
+def ede_schedule(
+    epoch: float, epochs: int, t_min: float, t_max: float = T_MAX, t_cap: float | None = None
+) -> tuple[float, float]:
     """IR-Net's (k, t) for epoch e of E: t = Tmin·10^((e/E)·log10(Tmax/Tmin)), k = max(1/t, 1).
 
     ``epoch`` may be fractional (per-step schedules). k and t are recomputed from the epoch, never stored.
+    ``t_cap`` (not in the paper) holds t at that value once the schedule reaches it, with k = max(1/t, 1) as
+    usual: EDE's peak slope k·t then stays at max(t_cap, 1) (see docs/method.md §EDE schedule).
     """
     if epochs <= 0:
         raise ValueError(f"epochs must be positive, got {epochs}")
@@ -157,5 +171,9 @@ def ede_schedule(epoch: float, epochs: int, t_min: float, t_max: float = T_MAX) 
         raise ValueError(f"epoch {epoch} is outside [0, {epochs}]")
     if not 0 < t_min <= t_max:
         raise ValueError(f"need 0 < t_min <= t_max, got t_min={t_min}, t_max={t_max}")
+    if t_cap is not None and t_cap <= 0:
+        raise ValueError(f"t_cap must be positive, got {t_cap}")
     t = t_min * 10.0 ** ((epoch / epochs) * math.log10(t_max / t_min))
+    if t_cap is not None:
+        t = min(t, t_cap)
     return max(1.0 / t, 1.0), t
