@@ -119,7 +119,8 @@ class SDConv2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """nn.Conv2d's default initialisation for weight/bias; alpha = 0. Models re-initialise per SPEC §3."""
+        """nn.Conv2d's default initialisation for weight/bias; alpha = 0. Models re-initialise per
+        docs/method.md §Architectures."""
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         nn.init.zeros_(self.alpha)
         if self.bias is not None:

@@ -1,4 +1,4 @@
-"""The distillation loss against SPEC §4 written out by hand."""
+"""The distillation loss against docs/method.md §Knowledge distillation, written out by hand."""
 
 import pytest
 import torch

@@ -2,13 +2,12 @@
 digits, and the `python -m sdbnn.export` command line."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, cpu_env
 from safetensors import safe_open
 from torch import nn
 
@@ -25,11 +24,8 @@ from sdbnn.export import (
 from sdbnn.pipelines import load_digits
 from sdbnn.pipelines.transforms import normalize
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
-def cpu_env():
-    return {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
 
 
 def forward(model, images):

@@ -1,22 +1,20 @@
 """The reproduction harness (paper rows → recipes → achieved vs published) and the ASD/WSD ablation runner."""
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import LAUNCH, run_script
 
+from sdbnn.engine import ablations, cli, reproduce
 from sdbnn.engine.config import TrainConfig, load_paper_result, load_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "launch" / "configs"
+CONFIGS = LAUNCH / "configs"
 DIGITS = ["--dataset", "digits", "--batch-size", "64"]
 
-# SPEC §5, copied by hand: the recipes must record exactly these
+# docs/method.md §Published results, copied by hand: the recipes must record exactly these
 PUBLISHED = {
     "cifar10_resnet20": (86.9, None),
     "cifar10_vgg_small": (90.8, None),
@@ -27,9 +25,7 @@ PUBLISHED = {
 
 
 def script(name, *args):
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    return subprocess.run([sys.executable, str(ROOT / "launch" / name), *args], capture_output=True, text=True,
-                          timeout=600, env=env, cwd=ROOT)
+    return run_script(LAUNCH / name, *args)
 
 
 def test_every_paper_row_has_a_recipe_with_its_published_numbers():
@@ -90,26 +86,16 @@ def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(tmp_path):
 
 
 def test_imagenet_rows_run_the_two_stage_launcher():
-    sys.path.insert(0, str(ROOT / "launch"))
-    try:
-        import reproduce
-    finally:
-        sys.path.pop(0)
     launcher_args = ["--data-dir", "/data/imagenet", "--output-dir", "runs/in"]
     main, argv, run_dir = reproduce.launcher_call("imagenet_stage1", launcher_args)
-    assert main is reproduce.imagenet_launcher.main and argv[:2] == ["--stage", "1"] and run_dir == Path("runs/in/stage1")
+    assert main is cli.imagenet_main and argv[:2] == ["--stage", "1"] and run_dir == Path("runs/in/stage1")
     main, argv, run_dir = reproduce.launcher_call("imagenet_stage2", launcher_args)
     assert argv[:2] == ["--stage", "both"] and run_dir == Path("runs/in/stage2")  # stage 2 needs stage 1 first
     main, argv, run_dir = reproduce.launcher_call("cifar10_vgg_small", ["--output-dir", "runs/v"])
-    assert main is reproduce.cifar_launcher.main and argv[:2] == ["--model", "vgg_small"] and run_dir == Path("runs/v")
+    assert main is cli.cifar_main and argv[:2] == ["--model", "vgg_small"] and run_dir == Path("runs/v")
 
 
 def test_ablation_significance_is_welchs_t_test():
-    sys.path.insert(0, str(ROOT / "launch"))
-    try:
-        import ablations
-    finally:
-        sys.path.pop(0)
     # means 2 and 0, both sample variances 1, three runs each: t = 2 / sqrt(2/3) = 2.449 on 4 degrees of freedom
     result = ablations.compare_with([{"x": v} for v in (1.0, 2.0, 3.0)], [{"x": v} for v in (-1.0, 0.0, 1.0)], "x")
     assert result["difference"] == 2.0 and result["p_value"] == pytest.approx(0.0705, abs=1e-4)

@@ -1,19 +1,17 @@
 """The two-stage ImageNet launcher on real photos (foolbox's 20 ImageNet JPEGs as train/ and val/), 1 and 2 ranks."""
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import LAUNCH, run_script
 from safetensors.torch import load_file
 
 import sdbnn
+from sdbnn.engine import cli
 
-ROOT = Path(__file__).resolve().parent.parent
 _FOOLBOX = importlib.util.find_spec("foolbox")
 pytestmark = pytest.mark.skipif(_FOOLBOX is None, reason="the real test images ship in foolbox (.ci/setup)")
 TINY = ["--epochs", "1", "--batch-size", "4", "--resolution", "64", "--workers", "0"]
@@ -31,22 +29,22 @@ def imagenet_dir(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def teacher_weights(tmp_path_factory):
+    """A ResNet-34 state dict standing in for the user's pretrained teacher (its values do not matter here)."""
+    path = tmp_path_factory.mktemp("teacher") / "resnet34.safetensors"
+    sdbnn.save_weights(sdbnn.create_model("resnet34"), path)
+    return path
+
+
 def launch(*args, processes=1):
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    script = str(ROOT / "launch" / "imagenet.py")
-    if processes == 1:
-        command = [sys.executable, script, *args]
-    else:
-        env["ACCELERATE_USE_CPU"] = "true"
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   script, *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    return run_script(LAUNCH / "imagenet.py", *args, processes=processes)
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-def test_both_stages_run_and_write_outputs(imagenet_dir, tmp_path, processes):
-    result = launch("--data-dir", str(imagenet_dir), *TINY, "--output-dir", str(tmp_path), processes=processes)
+def test_both_stages_run_and_write_outputs(imagenet_dir, teacher_weights, tmp_path, processes):
+    result = launch("--data-dir", str(imagenet_dir), *TINY, "--teacher-weights", str(teacher_weights),
+                    "--output-dir", str(tmp_path), processes=processes)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count(f"world size {processes},") == 2
     for stage in ("stage1", "stage2"):
@@ -58,23 +56,20 @@ def test_both_stages_run_and_write_outputs(imagenet_dir, tmp_path, processes):
     assert stage2["teacher"] == "resnet34" and stage2["kd_alpha"] == 1.0
 
 
-def test_stage2_starts_from_stage1_and_teacher_stays_frozen(imagenet_dir, tmp_path):
-    sys.path.insert(0, str(ROOT / "launch"))
-    try:
-        import imagenet as launcher
-    finally:
-        sys.path.pop(0)
+def test_stage2_starts_from_stage1_and_teacher_stays_frozen(imagenet_dir, teacher_weights, tmp_path):
     from sdbnn.engine.trainer import Trainer
 
-    args = launcher.parse_args(["--data-dir", str(imagenet_dir), *TINY, "--output-dir", str(tmp_path)])
-    stage1 = Trainer(launcher.stage_config(1, args))
+    (stage1_config, stage2_config), _ = cli.imagenet_configs(
+        ["--data-dir", str(imagenet_dir), *TINY, "--teacher-weights", str(teacher_weights), "--output-dir",
+         str(tmp_path)])
+    stage1 = Trainer(stage1_config)
     assert all(not m.binary_weights and not m.wsd for m in stage1.model.modules() if isinstance(m, sdbnn.SDConv2d))
     teacher_before = {k: v.clone() for k, v in stage1.teacher.state_dict().items()}
     stage1.fit()
     assert not stage1.teacher.training and all(not p.requires_grad for p in stage1.teacher.parameters())
     assert all(torch.equal(v, stage1.teacher.state_dict()[k]) for k, v in teacher_before.items())
 
-    stage2 = Trainer(launcher.stage_config(2, args))
+    stage2 = Trainer(stage2_config)
     weights = load_file(tmp_path / "stage1" / "model.safetensors")
     assert all(torch.equal(weights[k], v) for k, v in stage2.model.state_dict().items())
     convs = [m for m in stage2.model.modules() if isinstance(m, sdbnn.SDConv2d)]
@@ -82,22 +77,36 @@ def test_stage2_starts_from_stage1_and_teacher_stays_frozen(imagenet_dir, tmp_pa
     assert {m.weight_surrogate for m in convs} == {"clip"} and {m.act_surrogate for m in convs} == {"approx"}
 
 
-def test_stage2_without_stage1_is_a_clear_error(imagenet_dir, tmp_path):
-    result = launch("--data-dir", str(imagenet_dir), *TINY, "--stage", "2", "--output-dir", str(tmp_path))
+def test_stage2_without_stage1_is_a_clear_error(imagenet_dir, teacher_weights, tmp_path):
+    result = launch("--data-dir", str(imagenet_dir), *TINY, "--teacher-weights", str(teacher_weights), "--stage", "2",
+                    "--output-dir", str(tmp_path))
     assert result.returncode == 2 and "run --stage 1 first" in result.stderr
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="ffcv is not installed")
 @pytest.mark.timeout(400)
-def test_stage1_trains_from_ffcv_files(imagenet_dir, tmp_path):
+def test_stage1_trains_from_ffcv_files(imagenet_dir, teacher_weights, tmp_path):
     from sdbnn.pipelines.ffcv_data import write_beton
 
     betons = tmp_path / "betons"
     for split in ("train", "val"):
         write_beton(imagenet_dir / split, betons / f"{split}.beton", write_mode="jpg", max_resolution=96, workers=2)
-    result = launch("--data-dir", str(betons), *TINY, "--epochs", "2", "--stage", "1", "--output-dir",
-                    str(tmp_path / "run"))
+    result = launch("--data-dir", str(betons), *TINY, "--teacher-weights", str(teacher_weights), "--epochs", "2",
+                    "--stage", "1", "--output-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "using torchvision" not in result.stderr  # the .beton files were read, not a fallback
     records = [yaml.safe_load(line) for line in (tmp_path / "run" / "stage1" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1] and all(r["val_samples"] == 20 for r in records)
+
+
+def test_missing_teacher_weights_is_one_clear_error_and_no_teacher_opts_out(imagenet_dir, tmp_path):
+    # without weights the recipes would distill from a randomly initialised ResNet-34: refused before anything starts
+    result = launch("--data-dir", str(imagenet_dir), *TINY, "--output-dir", str(tmp_path / "refused"))
+    assert result.returncode == 2
+    assert "no teacher weights were given" in result.stderr and "--no-teacher" in result.stderr
+    assert result.stderr.count("error:") == 1 and not (tmp_path / "refused").exists()
+    opted_out = launch("--data-dir", str(imagenet_dir), *TINY, "--no-teacher", "--stage", "1", "--output-dir",
+                       str(tmp_path / "plain"))
+    assert opted_out.returncode == 0, opted_out.stderr[-3000:]
+    config = yaml.safe_load((tmp_path / "plain" / "stage1" / "config.yaml").read_text())
+    assert config["teacher"] is None and config["teacher_weights"] is None

@@ -1,4 +1,4 @@
-"""SDConv2d against a hand-written composition of SPEC §1, and its switches."""
+"""SDConv2d against a hand-written composition of docs/method.md §SD conv, and its switches."""
 
 import pytest
 import torch
@@ -9,7 +9,7 @@ from sdbnn import SDConv2d, set_ede
 
 
 def manual_sd_conv(conv: SDConv2d, x: torch.Tensor) -> torch.Tensor:
-    """SPEC §1 written out directly from the module's parameters."""
+    """docs/method.md §SD conv, written out directly from the module's parameters."""
     z = x.mean(dim=(2, 3))
     s = torch.sigmoid(torch.relu(z @ conv.gate.reduce.weight.t()) @ conv.gate.expand.weight.t())
     a_binary = torch.sign(x + s[:, :, None, None])

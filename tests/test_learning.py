@@ -1,28 +1,22 @@
 """It learns: SD-BNN ResNet-20 with the EDE schedule on real handwritten digits, through the training launcher."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
+from helpers import LAUNCH, run_script
 from safetensors.torch import load_file
 
 import sdbnn
 from sdbnn.pipelines.digits import load_digits
 from sdbnn.pipelines.transforms import normalize
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def test_resnet20_learns_digits(tmp_path):
     # 1,400 train / 397 held out, 32×32×3; 15 epochs, SGD lr 0.11 cosine, batch 64, Tmin 1e-3.
     # Training on CPU runs the ops' reference path: the interpreted Triton kernels are for the kernel tests.
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    command = [sys.executable, str(ROOT / "launch" / "cifar.py"), "--model", "resnet20", "--dataset", "digits",
-               "--epochs", "15", "--batch-size", "64", "--lr", "0.11", "--t-min", "1e-3", "--output-dir", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+    result = run_script(LAUNCH / "cifar.py", "--model", "resnet20", "--dataset", "digits", "--epochs", "15",
+                        "--batch-size", "64", "--lr", "0.11", "--t-min", "1e-3", "--output-dir", str(tmp_path),
+                        timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(15))

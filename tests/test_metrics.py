@@ -11,7 +11,7 @@ from sdbnn.engine.metrics import MetricsLog, topk_correct
 def test_topk_correct():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15], [0.2, 0.3, 0.5]])
     labels = torch.tensor([1, 2, 0])
-    assert topk_correct(logits, labels, ks=(1, 2, 5)) == {1: 1, 2: 2, 5: 3}  # k capped at 3 classes
+    assert {k: v.item() for k, v in topk_correct(logits, labels, ks=(1, 2, 5)).items()} == {1: 1, 2: 2, 5: 3}  # k capped at 3 classes
 
 
 def test_metrics_files_and_curve(tmp_path):

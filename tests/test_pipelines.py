@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdbnn.pipelines import DeviceResidentLoader, ImageSet, load_image_folder, load_mnist5k, read_cifar
+from sdbnn.pipelines import DeviceResidentLoader, load_image_folder, load_mnist5k, read_cifar
 from sdbnn.pipelines.cifar import random_crop_flip
 from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, ramp_resolution, write_beton
 from sdbnn.pipelines.loaders import build_loaders, cifar_loader, imagenet_loader

@@ -2,14 +2,13 @@
 Bi-Real Net 18's structure, the four paper models, the README table, and the command line."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from helpers import ROOT, cpu_env
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -17,12 +16,9 @@ import sdbnn
 from sdbnn.engine.config import TrainConfig
 from sdbnn.summary import markdown_table, model_cost
 
-ROOT = Path(__file__).resolve().parent.parent
 PAPER_MODELS = ["resnet20", "vgg_small", "resnet18_cifar", "resnet18_imagenet"]
 
 
-def cpu_env():
-    return {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
 
 
 class Toy(nn.Module):

@@ -1,37 +1,23 @@
 """The Trainer through the CIFAR launcher on real digits: outputs, 2 gloo processes, exact resume, clear errors."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import LAUNCH, ROOT, cpu_env, run_script
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parent.parent
-LAUNCHER = str(ROOT / "launch" / "cifar.py")
+LAUNCHER = str(LAUNCH / "cifar.py")
 DIGITS = ["--dataset", "digits", "--batch-size", "64"]
 OUTPUTS = {"config.yaml", "metrics.jsonl", "metrics.csv", "training_curve.png", "checkpoint.pt", "model.safetensors",
            "summary.json"}
 
 
-def cpu_env():
-    # Training on CPU runs the ops' reference path; interpreted kernels are for the kernel tests.
-    return {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-
-
 def run(*args, processes=1, threads=None):
-    if processes == 1:
-        command = [sys.executable, LAUNCHER, *args]
-        env = cpu_env() if threads is None else {**cpu_env(), "OMP_NUM_THREADS": str(threads)}
-    else:  # 2 CPU ranks over gloo: without ACCELERATE_USE_CPU, --multi_gpu silently runs independent trainings
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   LAUNCHER, *args]
-        env = {**cpu_env(), "ACCELERATE_USE_CPU": "true"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    env = cpu_env(OMP_NUM_THREADS=str(threads)) if threads is not None else None
+    return run_script(LAUNCHER, *args, processes=processes, env=env)
 
 
 def records(directory):

@@ -1,4 +1,4 @@
-"""Knowledge distillation loss of the ImageNet recipe (SPEC §4)."""
+"""Knowledge distillation loss of the ImageNet recipe (docs/method.md §Knowledge distillation)."""
 
 from __future__ import annotations
 

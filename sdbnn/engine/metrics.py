@@ -9,14 +9,15 @@ from pathlib import Path
 
 import torch
 
-from sdbnn.checkpoints import atomic_write
+from sdbnn.io import atomic_write
 
 
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
-    """How many samples have their label among the top-k logits, for each k (k capped at the class count)."""
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, torch.Tensor]:
+    """How many samples have their label among the top-k logits, for each k (k capped at the class count), as
+    0-dim tensors on the logits' device: reading them is left to the caller (once per epoch, not per batch)."""
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
     hits = top == labels[:, None]
-    return {k: int(hits[:, :k].any(dim=1).sum()) for k in ks}
+    return {k: hits[:, :k].any(dim=1).sum() for k in ks}
 
 
 class MetricsLog:

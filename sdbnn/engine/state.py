@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdbnn.checkpoints import CheckpointError, atomic_write
+from sdbnn.checkpoints import CheckpointError
+from sdbnn.io import atomic_write
 
-FORMAT = "sdbnn-training-state-1"
+FORMAT = "sdbnn-training-state-2"  # 2: the LR scheduler counts optimizer steps (1 counted epochs for cosine)
 
 
 def _rng_state() -> dict:
@@ -85,7 +86,11 @@ def load_training_state(
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # every reader failure means the same thing to the user
         raise CheckpointError(f"checkpoint {path} is corrupt ({type(error).__name__}: {error})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    found = state.get("format") if isinstance(state, dict) else None
+    if isinstance(found, str) and found.startswith(FORMAT.rsplit("-", 1)[0]) and found != FORMAT:
+        raise CheckpointError(f"{path} is an sdbnn training checkpoint of format {found!r}; this version resumes "
+                              f"{FORMAT!r} only: start a new run")
+    if found != FORMAT:
         raise CheckpointError(f"{path} is not an sdbnn training checkpoint")
     if state["model_name"] != model_name:
         raise CheckpointError(f"checkpoint {path} is of model {state['model_name']!r}, not {model_name!r}")

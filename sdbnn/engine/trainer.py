@@ -3,6 +3,9 @@
 A run writes into ``output_dir``: ``config.yaml`` (resolved), ``metrics.jsonl`` / ``metrics.csv`` (one line per
 epoch), ``training_curve.png``, ``checkpoint.pt`` (atomically, every epoch: resumable exactly) and, at the end,
 ``model.safetensors`` and ``summary.json`` (final and best top-1/top-5 on the full held-out set).
+
+The training loop never waits for the GPU: losses, accuracy counts and the finite-loss check stay on the device
+and are read once every `CHECK_EVERY` steps (progress bar, divergence stop) and once per epoch.
 """
 
 from __future__ import annotations
@@ -17,14 +20,23 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import sdbnn
-from sdbnn.checkpoints import atomic_write, load_state_dict_file, save_weights
+from sdbnn.checkpoints import load_state_dict_file, save_weights
 from sdbnn.engine.config import TrainConfig
+from sdbnn.engine.diagnostics import TrainingDiagnostics
 from sdbnn.engine.distill import distillation_loss
 from sdbnn.engine.metrics import MetricsLog, topk_correct
 from sdbnn.engine.state import load_training_state, save_training_state
+from sdbnn.io import atomic_write
+from sdbnn.pipelines.loaders import build_loaders
+from sdbnn.pipelines.transforms import batch_memory_format
 from sdbnn.reference import ede_schedule
 
 CHECKPOINT = "checkpoint.pt"
+CHECK_EVERY = 10  # steps between reads of the running loss (progress bar, divergence check)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def _tensorboard(directory: Path):
@@ -34,40 +46,6 @@ def _tensorboard(directory: Path):
     except ImportError:
         return None
     return SummaryWriter(str(directory / "tensorboard"))
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def build_loaders(config: TrainConfig, rank: int, world_size: int, device: torch.device):
-    """(train loader, held-out loader) sharded for this rank; each yields device batches."""
-    from sdbnn.pipelines import DeviceResidentLoader, load_digits, load_image_folder, load_mnist5k, read_cifar
-    from sdbnn.pipelines.loaders import imagenet_loader
-
-    per_rank = config.batch_size // world_size
-    if config.dataset == "imagenet":
-        root = Path(config.data_dir or "")
-        pick = lambda split: root / f"{split}.beton" if (root / f"{split}.beton").is_file() else root / split  # noqa: E731
-        make = lambda split, train: imagenet_loader(  # noqa: E731
-            pick(split), per_rank, train, device=device, workers=config.workers, distributed=world_size > 1,
-            seed=config.seed, resolution=config.resolution,
-        )
-        return make("train", True), make("val", False)
-    augment = config.dataset in ("cifar10", "cifar100", "imagefolder")
-    if config.dataset == "digits":
-        train, val = load_digits(seed=config.seed)
-    elif config.dataset == "mnist5k":
-        train, val = load_mnist5k(seed=config.seed)
-    else:
-        if not config.data_dir or not Path(config.data_dir).is_dir():
-            raise FileNotFoundError(f"data directory {config.data_dir!r} does not exist (--data-dir)")
-        if config.dataset == "imagefolder":
-            train, val = (load_image_folder(Path(config.data_dir) / split) for split in ("train", "val"))
-        else:
-            train, val = (read_cifar(config.data_dir, split, config.dataset) for split in (True, False))
-    shard = dict(device=device, seed=config.seed, rank=rank, world_size=world_size, augment=augment)
-    return DeviceResidentLoader(train, per_rank, True, **shard), DeviceResidentLoader(val, per_rank, False, **shard)
 
 
 def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
@@ -81,56 +59,183 @@ def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
     return [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=config.momentum)
+    return torch.optim.Adam(parameter_groups(model, config), lr=config.lr)
+
+
+def lr_factor(config: TrainConfig, steps_per_epoch: int):
+    """The learning-rate multiplier of optimizer step ``step`` (the scheduler is stepped after every optimizer
+    step): cosine to 0, constant within an epoch; or linear to 0 over every step."""
+    total = config.epochs * steps_per_epoch
+    if config.lr_schedule == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * (step // steps_per_epoch) / config.epochs))
+    return lambda step: 1 - step / total
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False, stop_after_epoch: int | None = None):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
+        config.check_runnable()
         self.config, self.resume, self.stop_after_epoch = config, resume, stop_after_epoch
         cuda = torch.cuda.is_available()
         self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no",
                                        gradient_accumulation_steps=config.accumulation_steps)
-        self.world_size = self.accelerator.num_processes
+        self.device, self.world_size = self.accelerator.device, self.accelerator.num_processes
+        self.main = self.accelerator.is_main_process
         if config.batch_size % (self.world_size * config.accumulation_steps):
             raise ValueError(f"batch size {config.batch_size} does not split over {self.world_size} processes × "
                              f"{config.accumulation_steps} accumulation steps")
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
         set_seed(config.seed)
         self.output_dir = Path(config.output_dir)
-        self.model = sdbnn.create_model(config.model, **config.model_options)
-        if config.init_from:
-            state = load_state_dict_file(config.init_from)
-            try:
-                self.model.load_state_dict(state)
-            except RuntimeError as error:
-                raise sdbnn.CheckpointError(f"{config.init_from} does not fit {config.model}: {error}") from None
-        self.teacher = None
-        if config.teacher:
-            self.teacher = sdbnn.create_model(config.teacher, weights=config.teacher_weights).eval()
-            self.teacher.requires_grad_(False)
-            self.teacher.to(self.accelerator.device)
-        self.train_loader, self.val_loader = build_loaders(
-            config, self.accelerator.process_index, self.world_size, self.accelerator.device
-        )
-        self.model.to(self.accelerator.device)
-        forward_model = torch.compile(self.model, fullgraph=True) if config.compile else self.model  # before prepare
-        optimizer_class = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
-        extra = {"momentum": config.momentum} if config.optimizer == "sgd" else {}
-        self.optimizer = optimizer_class(parameter_groups(self.model, config), lr=config.lr, **extra)
-        steps = config.epochs * len(self.train_loader)
-        if config.lr_schedule == "cosine":  # stepped per epoch, to 0
-            schedule = lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))  # noqa: E731
-        else:  # stepped per step, linearly to 0
-            schedule = lambda step: 1 - step / steps  # noqa: E731
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.compile = config.compile if config.compile is not None else cuda
+        self.memory_format = batch_memory_format(self.device)
+
+        self.model = self._student().to(self.device, memory_format=self.memory_format)
+        self.teacher = self._teacher()
+        self.train_loader, self.val_loader = build_loaders(config, self.accelerator.process_index, self.world_size,
+                                                           self.device)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training set holds fewer images than one global batch of {config.batch_size}")
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config, self.steps_per_epoch))
+        # compile the bare model before prepare: a compiled DDP wrapper cannot be one graph
+        forward_model = self._compiled(self.model) if self.compile else self.model
         self.forward_model, self.optimizer = self.accelerator.prepare(forward_model, self.optimizer)
-        self.main = self.accelerator.is_main_process
+        self.diagnostics = TrainingDiagnostics(self.model) if config.diagnostics else None
+        self.diagnostic_batch = None  # the first held-out batch, taken when diagnostics first need it
+
+    # --- construction -----------------------------------------------------------------------------------------
+
+    def _student(self) -> torch.nn.Module:
+        model = sdbnn.create_model(self.config.model, **self.config.model_options)
+        if self.config.init_from:
+            state = load_state_dict_file(self.config.init_from)
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as error:
+                raise sdbnn.CheckpointError(f"{self.config.init_from} does not fit {self.config.model}: {error}") from None
+        return model
+
+    def _teacher(self):
+        """The frozen teacher: eval mode, no gradients; bf16, channels_last and compiled on CUDA."""
+        if not self.config.teacher:
+            return None
+        teacher = sdbnn.create_model(self.config.teacher, weights=self.config.teacher_weights).eval()
+        teacher.requires_grad_(False)
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        teacher.to(self.device, dtype=dtype, memory_format=self.memory_format)
+        return self._compiled(teacher) if self.compile else teacher
+
+    def _compiled(self, model: torch.nn.Module):
+        return torch.compile(model, fullgraph=True, mode=self.config.compile_mode)
+
+    # --- the run ----------------------------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Resume (or start), then per epoch: EDE schedule → train → evaluate → log → checkpoint."""
+        start_epoch, best, metrics = self._start()
+        board = _tensorboard(self.output_dir) if self.main else None
+        with sdbnn.backend(self.config.backend):
+            for epoch in range(start_epoch, self.config.epochs):
+                k, t = self._set_ede(epoch)
+                record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "k": k, "t": t}
+                record.update(self.train_epoch(epoch))
+                if self.config.bn_recalibration:
+                    self.recalibrate_batchnorm()
+                record.update(self.evaluate())
+                record["seconds"] = record["train_seconds"] + record["eval_seconds"]
+                record["images_per_s"] = self.steps_per_epoch * self.config.batch_size / record["seconds"]
+                if self.diagnostics is not None:
+                    record.update(self.diagnostics.end_epoch(*self._diagnostic_batch(), t))
+                best = self._log(record, best, metrics, board)
+                self._save_checkpoint(epoch + 1, best)
+                if self.stop_after_epoch is not None and self.stop_after_epoch <= epoch + 1 < self.config.epochs:
+                    return {"stopped_after_epoch": epoch + 1}
+        return self._finish(metrics, best)
+
+    def _start(self) -> tuple[int, dict, MetricsLog]:
+        """(first epoch, best record so far, metrics log): a fresh run, or the state of ``checkpoint.pt``."""
+        checkpoint = self.output_dir / CHECKPOINT
+        start_epoch, best = 0, {}
+        if self.resume:
+            info = load_training_state(checkpoint, model_name=self.config.model, model=self.model,
+                                       optimizer=self.optimizer, scheduler=self.scheduler)
+            start_epoch, best = info["epoch"], info["best"]
+        elif checkpoint.exists():
+            raise FileExistsError(f"{self.output_dir} already holds a run; pass --resume or choose another --output-dir")
+        metrics = MetricsLog.load(self.output_dir) if self.resume else MetricsLog(self.output_dir)
+        metrics.records = metrics.records[:start_epoch]
+        if self.main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.config.save(self.output_dir / "config.yaml")
+            print(f"{self.config.model} on {self.config.dataset}: world size {self.world_size}, device {self.device}, "
+                  f"epochs {start_epoch}..{self.config.epochs}, global batch {self.config.batch_size}"
+                  f"{', compiled' if self.compile else ''}", flush=True)
+        return start_epoch, best, metrics
 
     def _set_ede(self, epoch: float) -> tuple[float, float]:
-        k, t = ede_schedule(epoch, self.config.epochs, self.config.t_min, self.config.t_max)
-        sdbnn.set_ede(self.model, k, t)
+        k, t = ede_schedule(epoch, self.config.epochs, self.config.t_min, self.config.t_max, self.config.t_cap)
+        sdbnn.set_ede(self.model, k, t)  # fills buffers in place: no recompilation, no host sync
         return k, t
 
-    def _loss(self, images, labels):
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over the training set; returns the epoch's mean training loss and its speed."""
+        config, accelerator = self.config, self.accelerator
+        started = time.perf_counter()
+        self.train_loader.set_epoch(epoch)
+        if self.diagnostics is not None:
+            self.diagnostics.start_epoch()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        first_bad = torch.full((2,), -1.0, dtype=torch.float64, device=self.device)  # step and value of a bad loss
+        bar = tqdm(self.train_loader, total=self.steps_per_epoch, disable=not self.main, leave=False,
+                   desc=f"epoch {epoch + 1}/{config.epochs}")
+        for batch_index, (images, labels) in enumerate(bar):
+            if config.ede_per_step:
+                self._set_ede(epoch + batch_index / self.steps_per_epoch)
+            loss = self.train_step(images, labels)
+            bad = ~torch.isfinite(loss) & (first_bad[0] < 0)
+            first_bad = torch.where(bad, torch.stack([torch.full_like(loss, batch_index), loss]), first_bad)
+            loss_sum += loss
+            if (batch_index + 1) % CHECK_EVERY == 0:
+                self._check_finite(first_bad, loss, epoch, bar)
+        self._check_finite(first_bad, loss, epoch)
+        train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / self.steps_per_epoch
+        seconds = time.perf_counter() - started
+        return {"train_loss": train_loss, "train_seconds": seconds,
+                "train_images_per_s": self.steps_per_epoch * config.batch_size / seconds}
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on one batch (split into micro-batches when accumulating); the loss, on the device.
+
+        Accelerate skips the all-reduce, step and zero_grad until the last micro-batch and scales each micro-batch
+        loss by 1 / accumulation_steps."""
+        steps = self.config.accumulation_steps
+        loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        for micro_images, micro_labels in zip(images.chunk(steps), labels.chunk(steps)):
+            with self.accelerator.accumulate(self.forward_model):
+                micro_loss = self._loss(micro_images, micro_labels)
+                self.accelerator.backward(micro_loss)
+                if self.accelerator.sync_gradients:
+                    if self.diagnostics is not None:
+                        self.diagnostics.after_backward()  # the norms before clipping
+                    if self.config.grad_clip_norm is not None:
+                        self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            loss += micro_loss.detach().double() / steps
+        self.scheduler.step()  # the one place the learning rate changes
+        return loss
+
+    def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.config.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: earlier graph outputs may be overwritten
         with self.accelerator.autocast():
             logits = self.forward_model(images)
             if self.teacher is None:
@@ -139,103 +244,103 @@ class Trainer:
                 teacher_logits = self.teacher(images)
             return distillation_loss(logits, teacher_logits, labels, self.config.kd_temperature, self.config.kd_alpha)
 
+    def _check_finite(self, first_bad: torch.Tensor, loss: torch.Tensor, epoch: int, bar=None) -> None:
+        """One read of the device state, on every rank so that all stop together: raise on a non-finite loss,
+        else show the latest loss."""
+        state = torch.cat([first_bad, loss.reshape(1)])[None]  # [bad step, bad loss, latest loss]
+        rows = (self.accelerator.gather(state) if self.world_size > 1 else state).tolist()
+        for bad_step, bad_loss, _ in rows:
+            if bad_step >= 0:
+                raise TrainingDiverged(
+                    f"loss became {bad_loss} at epoch {epoch + 1}, step {int(bad_step) + 1}; the last good "
+                    f"checkpoint ({self.output_dir / CHECKPOINT}) is kept")
+        if bar is not None and self.main:
+            bar.set_postfix(loss=f"{rows[0][2]:.3f}")
+
+    @torch.no_grad()
+    def recalibrate_batchnorm(self) -> None:
+        """Replace every BatchNorm's running statistics by their exact average over the training set, computed
+        with the current weights (forward passes in training mode, no gradients): evaluation then normalises
+        with statistics of the weights it evaluates, not a lagging moving average."""
+        norms = [m for m in self.model.modules()
+                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        momenta = [m.momentum for m in norms]
+        for module in norms:
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the batches that follow
+        try:
+            for images, _ in self.train_loader:
+                if self.config.compile_mode == "reduce-overhead":
+                    torch.compiler.cudagraph_mark_step_begin()
+                with self.accelerator.autocast():
+                    self.forward_model(images)
+        finally:
+            for module, momentum in zip(norms, momenta):
+                module.momentum = momentum
+
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Loss, top-1 and top-5 over the WHOLE held-out set (each rank scores its shard; counts are summed)."""
+        started = time.perf_counter()
         self.forward_model.eval()
-        totals = torch.zeros(4, dtype=torch.float64, device=self.accelerator.device)  # loss sum, top1, top5, n
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, top-1, top-5
+        count = 0
         for images, labels in self.val_loader:
+            if self.config.compile_mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()
             with self.accelerator.autocast():
                 logits = self.forward_model(images).float()
             hits = topk_correct(logits, labels, (1, 5))
-            totals += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(), hits[1], hits[5],
-                                    len(labels)], dtype=torch.float64, device=totals.device)
-        totals = self.accelerator.reduce(totals, reduction="sum")
+            totals += torch.stack([F.cross_entropy(logits, labels, reduction="sum"), hits[1], hits[5]]).double()
+            count += len(labels)
+        totals = torch.cat([totals, totals.new_full((1,), count)])
+        loss_sum, top1, top5, total = self.accelerator.reduce(totals, reduction="sum").tolist()
         self.forward_model.train()
-        return {"val_loss": totals[0].item() / totals[3].item(), "val_top1": totals[1].item() / totals[3].item(),
-                "val_top5": totals[2].item() / totals[3].item(), "val_samples": int(totals[3].item())}
+        return {"val_loss": loss_sum / total, "val_top1": top1 / total, "val_top5": top5 / total,
+                "val_samples": int(total), "eval_seconds": time.perf_counter() - started}
 
-    def fit(self) -> dict:
-        config, accelerator = self.config, self.accelerator
-        start_epoch, step, best = 0, 0, {}
-        checkpoint = self.output_dir / CHECKPOINT
-        if self.resume:
-            info = load_training_state(checkpoint, model_name=config.model, model=self.model,
-                                       optimizer=self.optimizer, scheduler=self.scheduler)
-            start_epoch, step, best = info["epoch"], info["step"], info["best"]
-        elif checkpoint.exists():
-            raise FileExistsError(f"{self.output_dir} already holds a run; pass --resume or choose another --output-dir")
-        metrics = MetricsLog.load(self.output_dir) if self.resume else MetricsLog(self.output_dir)
-        metrics.records = metrics.records[:start_epoch]
+    def _diagnostic_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first held-out batch, the same every epoch."""
+        if self.diagnostic_batch is None:
+            self.diagnostic_batch = next(iter(self.val_loader))
+        return self.diagnostic_batch
+
+    def _log(self, record: dict, best: dict, metrics: MetricsLog, board) -> dict:
+        if record["val_top1"] >= best.get("val_top1", -1.0):
+            best = {"epoch": record["epoch"], "val_top1": record["val_top1"], "val_top5": record["val_top5"]}
+        if board is not None:
+            for key in ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "t", "images_per_s"):
+                board.add_scalar(key, record[key], record["epoch"])
+            board.flush()
         if self.main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            config.save(self.output_dir / "config.yaml")
-            print(f"{config.model} on {config.dataset}: world size {self.world_size}, device {accelerator.device}, "
-                  f"epochs {start_epoch}..{config.epochs}, global batch {config.batch_size}", flush=True)
-        steps_per_epoch = len(self.train_loader)
-        board = _tensorboard(self.output_dir) if self.main else None
-        with sdbnn.backend(config.backend):
-            for epoch in range(start_epoch, config.epochs):
-                started = time.perf_counter()
-                self.train_loader.set_epoch(epoch)
-                k, t = self._set_ede(epoch)
-                lr = self.optimizer.param_groups[0]["lr"]
-                loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-                bar = tqdm(self.train_loader, total=steps_per_epoch, disable=not self.main, leave=False,
-                           desc=f"epoch {epoch + 1}/{config.epochs}")
-                for batch_index, (images, labels) in enumerate(bar):
-                    if config.ede_per_step:
-                        k, t = self._set_ede(epoch + batch_index / steps_per_epoch)
-                    # one optimizer step per batch; Accelerate skips the all-reduce, step and zero_grad until the
-                    # last micro-batch and scales each micro-batch loss by 1 / accumulation_steps
-                    loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-                    for micro_images, micro_labels in zip(images.chunk(config.accumulation_steps),
-                                                          labels.chunk(config.accumulation_steps)):
-                        with accelerator.accumulate(self.forward_model):
-                            micro_loss = self._loss(micro_images, micro_labels)
-                            if not torch.isfinite(micro_loss):
-                                raise TrainingDiverged(
-                                    f"loss became {micro_loss.item()} at epoch {epoch + 1}, step {batch_index + 1}; "
-                                    f"the last good checkpoint ({checkpoint}) is kept"
-                                )
-                            accelerator.backward(micro_loss)
-                            self.optimizer.step()
-                            self.optimizer.zero_grad(set_to_none=True)
-                        loss += micro_loss.detach().double() / config.accumulation_steps
-                    step += 1
-                    if config.lr_schedule == "linear":
-                        self.scheduler.step()
-                    loss_sum += loss
-                    if self.main and batch_index % 10 == 0:
-                        bar.set_postfix(loss=f"{loss.item():.3f}")
-                if config.lr_schedule == "cosine":
-                    self.scheduler.step()
-                train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / steps_per_epoch
-                seconds = time.perf_counter() - started
-                record = {"epoch": epoch, "lr": lr, "k": k, "t": t, "train_loss": train_loss, **self.evaluate(),
-                          "seconds": seconds, "images_per_s": steps_per_epoch * config.batch_size / seconds}
-                if record["val_top1"] >= best.get("val_top1", -1.0):
-                    best = {"epoch": epoch, "val_top1": record["val_top1"], "val_top5": record["val_top5"]}
-                if board is not None:
-                    for key in ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "t", "images_per_s"):
-                        board.add_scalar(key, record[key], epoch)
-                    board.flush()
-                if self.main:
-                    metrics.append(record)
-                    metrics.plot(title=f"{config.model} on {config.dataset}")
-                    save_training_state(checkpoint, model_name=config.model, model=self.model,
-                                        optimizer=self.optimizer, scheduler=self.scheduler, epoch=epoch + 1,
-                                        step=step, config=config.to_dict(), best=best)
-                    print(f"epoch {epoch + 1}/{config.epochs} loss {train_loss:.4f} top-1 {record['val_top1']:.4f} "
-                          f"top-5 {record['val_top5']:.4f} lr {lr:.4g} t {t:.3g} ({record['images_per_s']:.0f} img/s)",
-                          flush=True)
-                accelerator.wait_for_everyone()
-                if self.stop_after_epoch is not None and epoch + 1 >= self.stop_after_epoch and epoch + 1 < config.epochs:
-                    return {"stopped_after_epoch": epoch + 1}
+            metrics.append(record)
+            metrics.plot(title=f"{self.config.model} on {self.config.dataset}")
+            print(f"epoch {record['epoch'] + 1}/{self.config.epochs} loss {record['train_loss']:.4f} "
+                  f"top-1 {record['val_top1']:.4f} top-5 {record['val_top5']:.4f} lr {record['lr']:.4g} "
+                  f"t {record['t']:.3g} ({record['images_per_s']:.0f} img/s)", flush=True)
+        return best
+
+    def _save_checkpoint(self, epochs_done: int, best: dict) -> None:
+        if self.main:
+            save_training_state(self.output_dir / CHECKPOINT, model_name=self.config.model, model=self.model,
+                                optimizer=self.optimizer, scheduler=self.scheduler, epoch=epochs_done,
+                                step=epochs_done * self.steps_per_epoch, config=self.config.to_dict(), best=best)
+        self.accelerator.wait_for_everyone()
+
+    def _finish(self, metrics: MetricsLog, best: dict) -> dict:
         summary = {"final": metrics.records[-1] if metrics.records else {}, "best": best}
         if self.main:
+            from sdbnn.summary import run_cost
+
+            summary["cost"] = cost = run_cost(self.model, self.config)
+            print(f"cost at {'×'.join(map(str, cost['input_size']))}: {cost['binary_params']:,} binary and "
+                  f"{cost['real_params']:,} real parameters, {cost['bops']:.3g} BOPs + {cost['flops']:.3g} FLOPs = "
+                  f"{cost['ops']:.3g} OPs; {cost['size_bytes'] / 2**10:,.1f} KiB"
+                  + (f", {cost['compression']:.1f}× smaller than {cost['twin']}" if cost["compression"] else ""),
+                  flush=True)
             save_weights(self.model, self.output_dir / "model.safetensors")
             text = json.dumps(summary, indent=2) + "\n"
             atomic_write(self.output_dir / "summary.json", lambda tmp: tmp.write_text(text))
-        accelerator.wait_for_everyone()  # every rank returns once the final files exist (stage 2 reads them)
+        self.accelerator.wait_for_everyone()  # every rank returns once the final files exist (stage 2 reads them)
         return summary
+

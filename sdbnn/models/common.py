@@ -20,7 +20,8 @@ def conv_factory(full_precision: bool, sd_options: dict) -> ConvFactory:
 
 
 def kaiming_normal_init(model: nn.Module) -> None:
-    """SPEC §3 CIFAR ResNets: Kaiming-normal on every conv and linear weight (SD convs and SE FCs included)."""
+    """CIFAR ResNets (docs/method.md §ResNet-20 (CIFAR)): Kaiming-normal on every conv and linear weight (SD convs and
+    SE FCs included)."""
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear, SDConv2d)):
             nn.init.kaiming_normal_(module.weight)

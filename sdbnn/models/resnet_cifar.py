@@ -1,4 +1,5 @@
-"""CIFAR ResNets of SD-BNN (SPEC §3): ResNet-20 and ResNet-18, with their full-precision twins."""
+"""CIFAR ResNets of SD-BNN: ResNet-20 and ResNet-18, with their full-precision twins
+(docs/method.md §ResNet-20 (CIFAR), §ResNet-18 (CIFAR))."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""ImageNet models (SPEC §3): the Bi-Real-structured SD-BNN ResNet-18, its twin, and the ResNet-34 teacher."""
+"""ImageNet models: the Bi-Real-structured SD-BNN ResNet-18, its twin, and the ResNet-34 teacher
+(docs/method.md §ResNet-18 (ImageNet), §ResNet-34 teacher)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VGG-Small of SD-BNN (SPEC §3) and its full-precision twin."""
+"""VGG-Small of SD-BNN (docs/method.md §VGG-Small (CIFAR)) and its full-precision twin."""
 
 from __future__ import annotations
 
