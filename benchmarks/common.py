@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from sdbnn.io import atomic_write
+
 _STARTED = time.perf_counter()
 
 
@@ -57,9 +59,7 @@ def environment(device: torch.device) -> dict:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_results(out: Path, prefix: str, result: dict, markdown: str) -> Path:

@@ -29,11 +29,10 @@ if __name__ == "__main__":  # run as a script from the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sdbnn  # noqa: E402
+from sdbnn.pipelines.synthetic import CIFAR_TEST_IMAGES, CIFAR_TRAIN_IMAGES  # noqa: E402
 from benchmarks.common import Section, log  # noqa: E402
 
 K, T = 1.0, 2.5  # mid-schedule EDE; the cost does not depend on them
-CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES = 50_000, 10_000
-LAUNCH_CONFIGS = Path(__file__).resolve().parent.parent / "launch" / "configs"
 
 # model -> (batch per device, resolution, optimizer, recipe whose schedule is projected)
 FULL_CASES = {
@@ -204,9 +203,10 @@ def measure(prepared: Prepared, quick: bool, steps: tuple[int, int] | None = Non
         prepared.model.eval()  # evaluation rate, for the whole-schedule projection (compiles the eval graph)
         row["eval_images_per_s"], _ = _rate(eval_step, prepared, warmup, timed)
         prepared.model.train()
+        from sdbnn.engine.cli import recipe_path
         from sdbnn.engine.config import load_recipe
 
-        epochs = load_recipe(LAUNCH_CONFIGS / f"{recipe}.yaml")["epochs"]
+        epochs = load_recipe(recipe_path(recipe))["epochs"]
         epoch_seconds = CIFAR_TRAIN_IMAGES / row["train_images_per_s"] + CIFAR_TEST_IMAGES / row["eval_images_per_s"]
         row.update(recipe=recipe, recipe_epochs=epochs, projected_epoch_s=epoch_seconds,
                    projected_schedule_min=epochs * epoch_seconds / 60)
