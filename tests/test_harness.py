@@ -76,7 +76,7 @@ def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(tmp_path):
     versus = table["static_asd+wsd"]["vs_baseline"]["best"]
     assert versus["difference"] == pytest.approx(table["static_asd+wsd"]["best_mean"] - table["baseline"]["best_mean"])
     assert 0 <= versus["p_value"] <= 1 and "vs_baseline" not in table["baseline"]
-    assert (tmp_path / "ablations.png").stat().st_size > 0
+    assert (tmp_path / "ablations.png").stat().st_size > 0 and (tmp_path / "ablations_curves.png").stat().st_size > 0
     assert "| baseline | 2 |" in (tmp_path / "ablations.md").read_text()
     before = (tmp_path / "baseline" / "seed0" / "summary.json").stat().st_mtime_ns
     assert script("ablations.py", *args).returncode == 0  # finished runs are reused, not retrained
@@ -100,3 +100,17 @@ def test_ablation_significance_is_welchs_t_test():
     result = ablations.compare_with([{"x": v} for v in (1.0, 2.0, 3.0)], [{"x": v} for v in (-1.0, 0.0, 1.0)], "x")
     assert result["difference"] == 2.0 and result["p_value"] == pytest.approx(0.0705, abs=1e-4)
     assert ablations.compare_with([{"x": 1.0}], [{"x": 0.0}, {"x": 1.0}], "x")["p_value"] is None
+
+
+def test_ablation_variants_can_be_any_launcher_flags():
+    args, launcher_args = ablations.parse_args(
+        ["--variant", "paper=", "--variant", 'stable=--t-cap 1 --bn-recalibration', "--baseline", "paper",
+         "--dataset", "digits", "--epochs", "2"])
+    assert args.definitions == {"paper": [], "stable": ["--t-cap", "1", "--bn-recalibration"]}
+    assert args.baseline == "paper" and launcher_args == ["--dataset", "digits", "--epochs", "2"]
+    config, _ = cli.cifar_config(ablations.variant_argv(launcher_args, args.definitions["stable"], 3, Path("r")))
+    assert (config.t_cap, config.bn_recalibration, config.seed, config.output_dir) == (1.0, True, 3, "r")
+    with pytest.raises(ValueError, match="not one of the variants"):
+        ablations.parse_args(["--variant", "a=", "--baseline", "b"])
+    args, _ = ablations.parse_args(["--variants", "baseline", "wsd"])
+    assert list(args.definitions) == ["baseline", "wsd"] and args.baseline == "baseline"

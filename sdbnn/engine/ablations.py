@@ -17,7 +17,8 @@ Built-in variants (the paper published none of these numbers):
 
 Every other argument goes to launch/cifar.py unchanged (--model, --dataset, --epochs, --lr, ...). Each run lives in
 <output-dir>/<variant>/seed<N>/; a finished run is reused and an interrupted one resumed, so the command can be
-repeated until the table is complete. Writes <output-dir>/ablations.{json,md,png}.
+repeated until the table is complete. Writes <output-dir>/ablations.{json,md,png} and ablations_curves.png
+(held-out top-1 per epoch, every seed and the mean).
 """
 
 from __future__ import annotations
@@ -209,6 +210,47 @@ def plot(table: dict, setup: str, path: Path) -> None:
     plt.close(figure)
 
 
+def curves(root: Path, variants: list[str], seeds: list[int]) -> dict[str, list[list[float]]]:
+    """variant -> held-out top-1 per epoch of each finished run (from its metrics.jsonl)."""
+    found = {}
+    for variant in variants:
+        runs = []
+        for seed in seeds:
+            directory = run_directory(root, variant, seed)
+            if (directory / "summary.json").is_file():
+                lines = (directory / "metrics.jsonl").read_text().splitlines()
+                runs.append([json.loads(line)["val_top1"] for line in lines])
+        if runs:
+            found[variant] = runs
+    return found
+
+
+def plot_curves(per_variant: dict[str, list[list[float]]], setup: str, path: Path) -> None:
+    """Held-out top-1 per epoch: every seed as a thin line, the mean over seeds as a thick one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for index, (variant, runs) in enumerate(per_variant.items()):
+        color = f"C{index}"
+        length = min(len(run) for run in runs)
+        epochs = np.arange(1, length + 1)
+        for run in runs:
+            axes.plot(epochs, 100 * np.asarray(run[:length]), color=color, alpha=0.25, linewidth=0.8)
+        mean = 100 * np.mean([run[:length] for run in runs], axis=0)
+        axes.plot(epochs, mean, color=color, linewidth=2.2, label=f"{variant} (mean of {len(runs)})")
+    axes.set(xlabel="epoch", ylabel="held-out top-1 (%)", ylim=(0, 100))
+    axes.set_title(setup, fontsize=9)
+    axes.legend(loc="lower right", fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    plt.close(figure)
+
+
 def report(root: Path, definitions: dict[str, list[str]], seeds: list[int], baseline: str = "baseline") -> dict:
     table = collect(root, list(definitions), seeds, baseline)
     setup = describe(root)
@@ -218,6 +260,7 @@ def report(root: Path, definitions: dict[str, list[str]], seeds: list[int], base
     atomic_write(root / "ablations.md", lambda tmp: tmp.write_text(text))
     if table:
         plot(table, setup, root / "ablations.png")
+        plot_curves(curves(root, list(definitions), seeds), setup, root / "ablations_curves.png")
     print(text)
     return table
 
