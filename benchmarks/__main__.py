@@ -28,7 +28,7 @@ class InjectedFailure(RuntimeError):
 
 def main(argv: list[str] | None = None) -> int:
     from benchmarks import kernels, loaders, training
-    from benchmarks.common import Budget, Report, environment, log, result_stem
+    from benchmarks.common import Budget, Report, environment, result_stem
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,11 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         body, table = bodies[name]
         report.run(name, guarded(name, body), table, budget)
     print(report.markdown())
-    log(f"wrote {report.json_path} and .md")
-    failed = report.failed()
-    if failed:
-        log(f"failed sections: {', '.join(failed)}")
-    return 1 if failed else 0
+    return report.finish("sections")
 
 
 if __name__ == "__main__":

@@ -205,6 +205,14 @@ class Report:
     def failed(self) -> list[str]:
         return [name for name in self.result["sections"] if self.result[name]["status"] in FAILING_STATUSES]
 
+    def finish(self, kind: str = "sections") -> int:
+        """Say where the results are and which parts failed; the exit status (1 when any part failed)."""
+        log(f"wrote {self.json_path} and .md")
+        failed = self.failed()
+        if failed:
+            log(f"failed {kind}: {', '.join(failed)}")
+        return 1 if failed else 0
+
     def markdown(self) -> str:
         lines = [f"# {self.title}", ""]
         for note in self.notes:

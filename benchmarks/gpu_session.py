@@ -728,11 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         report.skip_rest(stages, "the session was stopped (hard time limit) before it started")
         log("interrupted: results so far are written")
         return 1
-    log(f"wrote {report.json_path} and .md")
-    failed = report.failed()
-    if failed:
-        log(f"failed stages: {', '.join(failed)}")
-    return 1 if failed else 0
+    return report.finish("stages")
 
 
 if __name__ == "__main__":

@@ -112,3 +112,12 @@ def test_stability_options_round_trip_through_recipe_config_and_resume(tmp_path)
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
     resumed_records = [json.loads(line) for line in (stopped / "metrics.jsonl").read_text().splitlines()]
     assert [r["val_top1"] for r in records] == [r["val_top1"] for r in resumed_records]
+
+
+def test_the_stable_recipe_is_the_paper_recipe_plus_the_cap_and_the_demo_uses_it():
+    paper = load_recipe(cli.recipe_path("cifar10_resnet20"))
+    stable = load_recipe(cli.recipe_path("cifar10_resnet20_stable"))
+    assert stable == {**paper, "t_cap": 1.0}
+    config, _ = cli.cifar_config(["--recipe", str(cli.recipe_path("cifar10_resnet20_stable"))])
+    assert config.t_cap == 1.0 and config.model == "resnet20"
+    assert "--t-cap 1 " in (LAUNCH / "demo.sh").read_text()
