@@ -1,4 +1,4 @@
-"""Eager, differentiable reference math of SD-BNN (SPEC §1–2).
+"""Eager, differentiable reference math of SD-BNN (docs/method.md §SD conv, §Surrogate gradients).
 
 This module is the single source of truth: layers compose these functions, and the fused kernels are tested
 against them. Everything here is plain PyTorch autograd and runs on any device and dtype.

@@ -5,7 +5,7 @@
     sdbnn.summary.model_cost(model, (3, 32, 32))     # totals only, JSON-able (what a training run records)
     python -m sdbnn.summary resnet20                 # or a run directory (config.yaml + model.safetensors)
 
-Counting convention (Bi-Real Net, ReActNet; SPEC's models):
+Counting convention (Bi-Real Net, ReActNet; the models of docs/method.md §Architectures):
 
 - **BOPs**: multiply-accumulates of binary convolutions (SDConv2d with binary_weights=True: both operands 1 bit).
 - **FLOPs**: multiply-accumulates of real layers (real convs, linears, SDConv2d with binary_weights=False, which

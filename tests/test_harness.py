@@ -2,11 +2,13 @@
 
 import json
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import LAUNCH, run_script
+from helpers import LAUNCH, ROOT, cpu_env, run_script
 
 from sdbnn.engine import ablations, cli, reproduce
 from sdbnn.engine.config import TrainConfig, load_paper_result, load_recipe
@@ -26,6 +28,10 @@ PUBLISHED = {
 
 def script(name, *args):
     return run_script(LAUNCH / name, *args)
+
+
+def script_with_env(name, env, *args):
+    return run_script(LAUNCH / name, *args, env=env)
 
 
 def test_every_paper_row_has_a_recipe_with_its_published_numbers():
@@ -114,3 +120,33 @@ def test_ablation_variants_can_be_any_launcher_flags():
         ablations.parse_args(["--variant", "a=", "--baseline", "b"])
     args, _ = ablations.parse_args(["--variants", "baseline", "wsd"])
     assert list(args.definitions) == ["baseline", "wsd"] and args.baseline == "baseline"
+
+
+def test_late_epoch_study_tabulates_recipe_options_with_the_batchnorm_control(tmp_path):
+    # Two recipe options × two seeds, one epoch on 128 digits, one thread (the study's setting), then the study table.
+    root = tmp_path / "digits1"
+    one_thread = cpu_env(OMP_NUM_THREADS="1")
+    trained = script_with_env("ablations.py", one_thread, "--variant", "paper=", "--variant", "tcap1=--t-cap 1",
+                              "--baseline", "paper", "--seeds", "0", "1", *DIGITS, "--epochs", "2", "--max-images",
+                              "128", "--diagnostics", "--output-dir", str(root))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    out = tmp_path / "results"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.late_epoch", str(root), "--out", str(out)],
+                            capture_output=True, text=True, env=one_thread, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = json.loads((out / "late-epoch.json").read_text())["settings"]["digits1"]["variants"]
+    assert set(study) == {"paper", "tcap1"} and "vs_baseline" in study["tcap1"]
+    for variant, row in study.items():
+        summaries = [json.loads((root / variant / f"seed{s}" / "summary.json").read_text()) for s in (0, 1)]
+        assert [r["final_top1"] for r in row["runs"]] == [s["final"]["val_top1"] for s in summaries]
+        assert all(0.0 <= r["recalibrated_top1"] <= 1.0 for r in row["runs"])
+        assert [e["epoch"] for e in row["last_epochs"]] == [0, 1]  # both epochs of the diagnostics, seed means
+        flips = [json.loads(line)["weight_flip_fraction"]
+                 for s in (0, 1) for line in (root / variant / f"seed{s}" / "metrics.jsonl").read_text().splitlines()]
+        assert row["last_epochs"][1]["weight_flip_fraction"] == pytest.approx(statistics.fmean(flips[1::2]))
+    markdown = (out / "late-epoch.md").read_text()
+    assert "| digits1 | tcap1 | 2 |" in markdown and "## Diagnostics, last epochs — digits1, paper" in markdown
+    assert (out / "digits1-ablations_curves.png").stat().st_size > 0
+    empty = subprocess.run([sys.executable, "-m", "benchmarks.late_epoch", str(tmp_path / "nothing"), "--out",
+                            str(out)], capture_output=True, text=True, env=one_thread, cwd=ROOT, timeout=120)
+    assert empty.returncode == 2 and "holds no finished ablation run" in empty.stderr

@@ -1,4 +1,4 @@
-"""The reference math against SPEC §1–2 closed forms, computed independently in float64."""
+"""The reference math against the closed forms of docs/method.md §SD conv and §Surrogate gradients, in float64."""
 
 import math
 
@@ -115,7 +115,7 @@ def test_float64_gradients_stay_float64(surrogate):
     reference.act_sign(x, shift, k, t, surrogate).backward(g_act)
     reference.weight_sign(w, alpha, k, t, surrogate).backward(g_weight)
 
-    def derivative(v):  # SPEC §1 closed forms, written out independently of reference.surrogate_derivative
+    def derivative(v):  # docs/method.md §EDE: closed forms, written out independently of reference.surrogate_derivative
         return {"ede": k * t * (1 - torch.tanh(t * v) ** 2),
                 "approx": torch.where((v >= -1) & (v < 1), 2 - 2 * v.abs(), torch.zeros_like(v)),
                 "clip": (v.abs() <= 1).double(), "ste": torch.ones_like(v)}[surrogate]

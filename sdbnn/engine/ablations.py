@@ -4,7 +4,7 @@ ablations switch model parts, ``--variant NAME="FLAGS"`` defines any other (reci
 
     python launch/ablations.py --dataset digits --epochs 15 --batch-size 64 --seeds 0 1 2 3 4      # CPU, minutes
     accelerate launch launch/ablations.py --model resnet20 --data-dir ~/data --seeds 0 1 2        # paper recipe, GPU
-    python launch/ablations.py --variant paper= --variant clip="--grad-clip-norm 5" --reference paper \
+    python launch/ablations.py --variant paper= --variant clip="--grad-clip-norm 5" --baseline paper \
         --dataset digits --epochs 15 --batch-size 64 --seeds 0 1 2 3 4                            # recipe options
     python launch/ablations.py --output-dir runs/ablations_digits_resnet20 --report-only          # table only
 
