@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from sdbnn.engine.ablations import collect, describe, mean_std
+from sdbnn.engine.ablations import collect, describe, mean_std, versus
 from sdbnn.io import atomic_write
 
 DIAGNOSTIC_KEYS = ("grad_norm_median", "grad_norm_max", "weight_flip_fraction", "train_mode_top1", "eval_mode_top1",
@@ -117,17 +117,10 @@ def markdown(result: dict) -> str:
         "re-estimated over the training set (a control: same weights, fresh statistics). Against "
         f"`{baseline}`: difference of means in points and Welch's two-sided p-value.",
         "",
-        "| setting | variant | seeds | final | vs paper | best | vs paper | best − final | final, BN re-estimated |",
+        f"| setting | variant | seeds | final | vs {baseline} | best | vs {baseline} | best − final "
+        "| final, BN re-estimated |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-
-    def versus(row: dict, which: str) -> str:
-        if "vs_baseline" not in row:
-            return "—"
-        result = row["vs_baseline"][which]
-        p_value = "" if result["p_value"] is None else f" (p {result['p_value']:.2f})"
-        return f"{100 * result['difference']:+.1f}{p_value}"
-
     for name, setting in result["settings"].items():
         for variant, row in setting["variants"].items():
             lines.append(f"| {name} | {variant} | {len(row['runs'])} | {percent(row['final_mean'], row['final_std'])} "

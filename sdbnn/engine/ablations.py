@@ -151,6 +151,15 @@ def describe(root: Path) -> str:
     return "no finished runs"
 
 
+def versus(row: dict, which: str) -> str:
+    """A variant's ``which`` ("final" or "best") top-1 against the baseline: "+1.2 (p 0.03)", "—" for the baseline."""
+    if "vs_baseline" not in row:
+        return "—"
+    result = row["vs_baseline"][which]
+    p_value = "" if result["p_value"] is None else f" (p {result['p_value']:.2f})"
+    return f"{100 * result['difference']:+.1f}{p_value}"
+
+
 def markdown(table: dict, setup: str, baseline: str = "baseline", definitions: dict | None = None) -> str:
     flags = "; ".join(f"`{name}`: {' '.join(definitions[name]) or 'the recipe as it is'}"
                       for name in table) if definitions else ""
@@ -166,13 +175,6 @@ def markdown(table: dict, setup: str, baseline: str = "baseline", definitions: d
         "per seed final / best (%) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-
-    def versus(row: dict, which: str) -> str:
-        if "vs_baseline" not in row:
-            return "—"
-        result = row["vs_baseline"][which]
-        p_value = "" if result["p_value"] is None else f" (p {result['p_value']:.2f})"
-        return f"{100 * result['difference']:+.1f}{p_value}"
 
     for variant, row in table.items():
         per_seed = ", ".join(f"s{r['seed']}: {100 * r['final_top1']:.1f} / {100 * r['best_top1']:.1f}"
