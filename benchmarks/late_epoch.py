@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from sdbnn.engine.ablations import collect, describe, mean_std, versus
+from sdbnn.engine.ablations import collect, describe, mean_std, run_directory, versus
 from sdbnn.io import atomic_write
 
 DIAGNOSTIC_KEYS = ("grad_norm_median", "grad_norm_max", "weight_flip_fraction", "train_mode_top1", "eval_mode_top1",
@@ -68,7 +68,7 @@ def last_epochs(root: Path, variant: str, seeds: list[int]) -> list[dict] | None
     """Mean over seeds of the diagnostics of the last epochs (None when the runs recorded none)."""
     runs = []
     for seed in seeds:
-        path = root / variant / f"seed{seed}" / "metrics.jsonl"
+        path = run_directory(root, variant, seed) / "metrics.jsonl"
         if path.is_file():
             runs.append([json.loads(line) for line in path.read_text().splitlines()])
     if not runs or "grad_norm_median" not in runs[0][-1]:
@@ -90,7 +90,7 @@ def study(roots: list[Path], baseline: str = "paper") -> dict:
         variants, seeds = found(root)
         table = collect(root, variants, seeds, baseline)
         for variant, row in table.items():
-            controls = [recalibrated_final(root / variant / f"seed{r['seed']}") for r in row["runs"]]
+            controls = [recalibrated_final(run_directory(root, variant, r["seed"])) for r in row["runs"]]
             for run, control in zip(row["runs"], controls):
                 if abs(control["final_top1"] - run["final_top1"]) > 1e-9:  # same weights, same threads: same signs
                     raise RuntimeError(f"{root / variant} seed {run['seed']}: the final weights score "
