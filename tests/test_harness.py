@@ -30,10 +30,6 @@ def script(name, *args):
     return run_script(LAUNCH / name, *args)
 
 
-def script_with_env(name, env, *args):
-    return run_script(LAUNCH / name, *args, env=env)
-
-
 def test_every_paper_row_has_a_recipe_with_its_published_numbers():
     for recipe, (top1, top5) in PUBLISHED.items():
         paper = load_paper_result(CONFIGS / f"{recipe}.yaml")
@@ -126,9 +122,9 @@ def test_late_epoch_study_tabulates_recipe_options_with_the_batchnorm_control(tm
     # Two recipe options × two seeds, one epoch on 128 digits, one thread (the study's setting), then the study table.
     root = tmp_path / "digits1"
     one_thread = cpu_env(OMP_NUM_THREADS="1")
-    trained = script_with_env("ablations.py", one_thread, "--variant", "paper=", "--variant", "tcap1=--t-cap 1",
-                              "--baseline", "paper", "--seeds", "0", "1", *DIGITS, "--epochs", "2", "--max-images",
-                              "128", "--diagnostics", "--output-dir", str(root))
+    trained = run_script(LAUNCH / "ablations.py", "--variant", "paper=", "--variant", "tcap1=--t-cap 1", "--baseline",
+                         "paper", "--seeds", "0", "1", *DIGITS, "--epochs", "2", "--max-images", "128", "--diagnostics",
+                         "--output-dir", str(root), env=one_thread)
     assert trained.returncode == 0, trained.stderr[-3000:]
     out = tmp_path / "results"
     result = subprocess.run([sys.executable, "-m", "benchmarks.late_epoch", str(root), "--out", str(out)],
