@@ -46,13 +46,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # the source tree, as on the GPU machine (PYTHONPATH=.)
-    sys.path.insert(0, str(ROOT))
-if str(ROOT / "tests") not in sys.path:  # kernel_checks: the tests' own comparisons
-    sys.path.append(str(ROOT / "tests"))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     Budget,
     Interrupted,
     Report,
@@ -62,6 +56,8 @@ from benchmarks.common import (  # noqa: E402
     environment,
     log,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 STAGES = ("preflight", "correctness", "fused_ops", "training", "trainer", "gpu_tests", "targets")
 TITLES = {"preflight": "a. Preflight", "correctness": "b. Correctness on the device", "fused_ops": "c. Fused ops",
@@ -133,7 +129,7 @@ TINY_PLAN = Plan(
 
 REQUIRED_MODULES = ["sdbnn", "sdbnn.ops", "sdbnn.reference", "sdbnn.kernels.act_sign", "sdbnn.kernels.weight_sign",
                     "sdbnn.models", "sdbnn.engine.config", "sdbnn.engine.trainer", "sdbnn.pipelines.synthetic",
-                    "benchmarks.kernels", "benchmarks.training", "kernel_checks", "accelerate", "einops",
+                    "benchmarks.kernels", "benchmarks.training", "sdbnn.testing", "accelerate", "einops",
                     "safetensors", "tqdm", "yaml", "matplotlib", "triton"]
 VERSION_MODULES = ["torch", "triton", "accelerate", "torchvision", "einops", "safetensors", "numpy", "tqdm",
                    "matplotlib", "sklearn", "yaml"]
@@ -266,7 +262,7 @@ def _check_label(op, shape, channels_last, dtype, surrogate, out_dtype) -> str:
 
 
 def run_kernel_checks(section: Section, session: Session, checks: list[tuple], budget: Budget) -> None:
-    from kernel_checks import check_act_sign, check_weight_sign
+    from sdbnn.testing import check_act_sign, check_weight_sign
 
     plan = session.plan
     results = section.data.setdefault("kernel_checks", [])

@@ -10,8 +10,7 @@ import torch
 
 import sdbnn
 from sdbnn import ops, reference
-
-from kernel_checks import (
+from sdbnn.testing import (
     ACT_SHAPES,
     DTYPES,
     EDE_POINTS,

@@ -12,8 +12,7 @@ from sdbnn import ops, reference
 from sdbnn.kernels import act_sign as act_kernels
 from sdbnn.kernels import tiles
 from sdbnn.kernels import weight_sign as weight_kernels
-
-from kernel_checks import (
+from sdbnn.testing import (
     ACT_SHAPES,
     DTYPES,
     EDE_POINTS,
