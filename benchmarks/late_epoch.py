@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from sdbnn.engine.ablations import collect, describe, mean_std, run_directory, versus
+from sdbnn.engine.ablations import collect, describe, mean_std, versus
+from sdbnn.engine.runs import Run, finished_runs, run_directory
 from sdbnn.io import atomic_write
 
 DIAGNOSTIC_KEYS = ("grad_norm_median", "grad_norm_max", "weight_flip_fraction", "train_mode_top1", "eval_mode_top1",
@@ -37,27 +38,15 @@ DIAGNOSTIC_KEYS = ("grad_norm_median", "grad_norm_max", "weight_flip_fraction", 
 LAST_EPOCHS = 4
 
 
-def found(root: Path) -> tuple[list[str], list[int]]:
-    """The variants and seeds that have a finished run under ``root``."""
-    summaries = sorted(root.glob("*/seed*/summary.json"))
-    variants = sorted({path.parent.parent.name for path in summaries})
-    seeds = sorted({int(path.parent.name.removeprefix("seed")) for path in summaries})
-    return variants, seeds
-
-
-def recalibrated_final(run: Path) -> dict:
+def recalibrated_final(run: Run) -> dict:
     """Held-out top-1 of a finished run's final weights, as trained and with BatchNorm statistics re-estimated."""
-    import yaml
-    from safetensors.torch import load_file
-
     from sdbnn.engine.config import TrainConfig
     from sdbnn.engine.trainer import Trainer
 
-    values = yaml.safe_load((run / "config.yaml").read_text())
     with tempfile.TemporaryDirectory() as scratch:  # the Trainer writes nothing here: it never fits
-        config = TrainConfig.from_dict({**values, "output_dir": scratch, "diagnostics": False})
+        config = TrainConfig.from_dict({**run.config_values(), "output_dir": scratch, "diagnostics": False})
         trainer = Trainer(config)
-        trainer.model.load_state_dict(load_file(run / "model.safetensors"))
+        trainer.model.load_state_dict(run.weights())
         as_trained = trainer.evaluate()["val_top1"]
         trainer.recalibrate_batchnorm()
         recalibrated = trainer.evaluate()["val_top1"]
@@ -66,11 +55,7 @@ def recalibrated_final(run: Path) -> dict:
 
 def last_epochs(root: Path, variant: str, seeds: list[int]) -> list[dict] | None:
     """Mean over seeds of the diagnostics of the last epochs (None when the runs recorded none)."""
-    runs = []
-    for seed in seeds:
-        path = run_directory(root, variant, seed) / "metrics.jsonl"
-        if path.is_file():
-            runs.append([json.loads(line) for line in path.read_text().splitlines()])
+    runs = [records for seed in seeds if (records := Run(run_directory(root, variant, seed)).records())]
     if not runs or "grad_norm_median" not in runs[0][-1]:
         return None
     epochs = len(runs[0])
@@ -87,10 +72,12 @@ def last_epochs(root: Path, variant: str, seeds: list[int]) -> list[dict] | None
 def study(roots: list[Path], baseline: str = "paper") -> dict:
     settings = {}
     for root in roots:
-        variants, seeds = found(root)
+        runs = finished_runs(root)
+        variants = sorted({variant for variant, _ in runs})
+        seeds = sorted({seed for _, seed in runs})
         table = collect(root, variants, seeds, baseline)
         for variant, row in table.items():
-            controls = [recalibrated_final(run_directory(root, variant, r["seed"])) for r in row["runs"]]
+            controls = [recalibrated_final(runs[variant, r["seed"]]) for r in row["runs"]]
             for run, control in zip(row["runs"], controls):
                 if abs(control["final_top1"] - run["final_top1"]) > 1e-9:  # same weights, same threads: same signs
                     raise RuntimeError(f"{root / variant} seed {run['seed']}: the final weights score "
@@ -160,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads; the runs' own count (default 1)")
     args = parser.parse_args(argv)
     for root in args.roots:
-        if not any(root.glob("*/seed*/summary.json")):
+        if not finished_runs(root):
             parser.error(f"{root} holds no finished ablation run (<root>/<variant>/seed<N>/summary.json)")
     os.environ.setdefault("TQDM_DISABLE", "1")
     torch.set_num_threads(args.threads)  # the thread count decides float sums, so signs: use the runs' own

@@ -7,11 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers import LAUNCH, ROOT, cpu_env, run_script
 
-from sdbnn.engine import ablations, cli, reproduce
+import sdbnn
+from sdbnn.engine import ablations, cli, reproduce, runs
 from sdbnn.engine.config import TrainConfig, load_paper_result, load_recipe
+from sdbnn.engine.metrics import MetricsLog
 
 CONFIGS = LAUNCH / "configs"
 DIGITS = ["--dataset", "digits", "--batch-size", "64"]
@@ -28,6 +31,45 @@ PUBLISHED = {
 
 def script(name, *args):
     return run_script(LAUNCH / name, *args)
+
+
+def test_run_reader_reads_a_run_and_the_ablation_layout(tmp_path):
+    directory = runs.run_directory(tmp_path, "asd", 3)
+    assert directory == tmp_path / "asd" / "seed3"
+    directory.mkdir(parents=True)
+    run = runs.Run(directory)
+    assert not run.finished and not run.resumable and run.records() == []
+    with pytest.raises(FileNotFoundError, match=f"{directory} is not a run directory: config.yaml is missing"):
+        run.config()
+    TrainConfig(model="resnet20", dataset="digits", model_options={"num_classes": 7}).save(directory / "config.yaml")
+    metrics = MetricsLog(directory)
+    for epoch in range(2):
+        metrics.append({"epoch": epoch, "val_top1": 0.25 * (epoch + 1)})
+    assert run.config().model_options == {"num_classes": 7} and run.config_values()["dataset"] == "digits"
+    assert [record["val_top1"] for record in run.records()] == [0.25, 0.5]
+    with pytest.raises(FileNotFoundError, match="summary.json is missing"):
+        run.summary()
+    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+        run.model()
+    sdbnn.save_weights(sdbnn.create_model("resnet20", num_classes=10), directory / "model.safetensors")
+    with pytest.raises(sdbnn.CheckpointError, match="does not fit resnet20"):
+        run.model()
+    trained = sdbnn.create_model("resnet20", num_classes=7)
+    sdbnn.save_weights(trained, directory / "model.safetensors")
+    (directory / "summary.json").write_text(json.dumps({"final": {"val_top1": 0.5}}))
+    assert run.finished and run.summary()["final"]["val_top1"] == 0.5
+    model = run.model()
+    assert not model.training and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                                        trained.state_dict().values()))
+    for variant, seed in (("asd", 1), ("wsd", 0)):  # unfinished runs and stray folders are not listed
+        runs.run_directory(tmp_path, variant, seed).mkdir(parents=True)
+    for folder in (tmp_path / "asd" / "seed_notes", runs.run_directory(tmp_path, "wsd", 10),
+                   runs.run_directory(tmp_path, "wsd", 2)):
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text("{}")
+    found = runs.finished_runs(tmp_path)
+    assert list(found) == [("asd", 3), ("wsd", 2), ("wsd", 10)]
+    assert found["wsd", 10].directory == runs.run_directory(tmp_path, "wsd", 10)
 
 
 def test_every_paper_row_has_a_recipe_with_its_published_numbers():

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from sdbnn.engine import cli
+from sdbnn.engine.runs import Run, finished_runs, run_directory
 from sdbnn.io import atomic_write
 
 # variant -> the CIFAR launcher's own ablation flags
@@ -80,19 +81,16 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     return args, launcher_args
 
 
-def run_directory(root: Path, variant: str, seed: int) -> Path:
-    return root / variant / f"seed{seed}"
-
-
 def variant_argv(launcher_args: list[str], flags: list[str], seed: int, directory: Path) -> list[str]:
     return [*launcher_args, *flags, "--seed", str(seed), "--output-dir", str(directory)]
 
 
 def train_one(argv: list[str], variant: str, seed: int, directory: Path) -> None:
     """One launcher run; reuse it when finished, resume it when interrupted."""
-    if (directory / "summary.json").is_file():
+    run = Run(directory)
+    if run.finished:
         return
-    if (directory / "checkpoint.pt").is_file():
+    if run.resumable:
         argv = [*argv, "--resume"]
     if cli.cifar_main(argv) != 0:
         raise RuntimeError(f"the {variant} run with seed {seed} failed (see its error above)")
@@ -109,9 +107,9 @@ def collect(root: Path, variants: list[str], seeds: list[int], baseline: str = "
     for variant in variants:
         runs = []
         for seed in seeds:
-            path = run_directory(root, variant, seed) / "summary.json"
-            if path.is_file():
-                summary = json.loads(path.read_text())
+            run = Run(run_directory(root, variant, seed))
+            if run.finished:
+                summary = run.summary()
                 runs.append({"seed": seed, "final_top1": summary["final"]["val_top1"],
                              "best_top1": summary["best"]["val_top1"], "best_epoch": summary["best"]["epoch"]})
         if not runs:
@@ -141,11 +139,9 @@ def compare_with(runs: list[dict], baseline: list[dict], key: str) -> dict:
 
 
 def describe(root: Path) -> str:
-    """What was trained, read back from one run's resolved config."""
-    import yaml
-
-    for config in sorted(root.glob("*/seed*/config.yaml")):
-        values = yaml.safe_load(config.read_text())
+    """What was trained, read back from the resolved config of the first finished run."""
+    for run in finished_runs(root).values():
+        values = run.config_values()
         return (f"{values['model']} on {values['dataset']}, {values['epochs']} epochs, batch {values['batch_size']}, "
                 f"lr {values['lr']}, Tmin {values['t_min']}")
     return "no finished runs"
@@ -218,10 +214,9 @@ def curves(root: Path, variants: list[str], seeds: list[int]) -> dict[str, list[
     for variant in variants:
         runs = []
         for seed in seeds:
-            directory = run_directory(root, variant, seed)
-            if (directory / "summary.json").is_file():
-                lines = (directory / "metrics.jsonl").read_text().splitlines()
-                runs.append([json.loads(line)["val_top1"] for line in lines])
+            run = Run(run_directory(root, variant, seed))
+            if run.finished:
+                runs.append([record["val_top1"] for record in run.records()])
         if runs:
             found[variant] = runs
     return found

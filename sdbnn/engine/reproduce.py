@@ -19,10 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from sdbnn.engine import cli
 from sdbnn.engine.config import load_paper_result, load_recipe
+from sdbnn.engine.runs import Run
 from sdbnn.io import atomic_write
 
 # the recipe keys that define a paper row's setup; a run that changes one is not the paper's experiment
@@ -53,12 +52,11 @@ def launcher_call(row: str, launcher_args: list[str]) -> tuple:
 
 def compare(row: str, run_dir: Path) -> dict:
     """Achieved vs published for a finished run; printed and saved as <run_dir>/reproduction.json."""
-    summary_file = run_dir / "summary.json"
-    if not summary_file.is_file():
+    run = Run(run_dir)
+    if not run.finished:
         raise FileNotFoundError(f"{run_dir} holds no finished run (no summary.json)")
     paper = rows()[row]
-    summary = json.loads(summary_file.read_text())
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    summary, config = run.summary(), run.config_values()
     recipe = load_recipe(cli.recipe_path(row))
     differences = {key: {"run": config.get(key), "recipe": recipe[key]} for key in SETUP_KEYS
                    if key in recipe and config.get(key) != recipe[key]}
