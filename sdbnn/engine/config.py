@@ -86,6 +86,9 @@ class TrainConfig:
                                        choices=("default", "reduce-overhead", "max-autotune"))
     backend: str = setting("ops", "sign implementation: fused ops, or the eager reference (debugging)",
                            choices=("ops", "reference"))
+    precision: str = setting("auto", "arithmetic of the forward and backward passes: bf16 autocast or fp32; auto = "
+                                     "bf16 on CUDA, fp32 on CPU (docs/method.md §Precision)",
+                             choices=("auto", "fp32", "bf16"))
     diagnostics: bool = setting(False, "record per-epoch training diagnostics in the metrics (gradient norms, "
                                        "weight sign flips, EDE band occupancy, BatchNorm drift, train/eval gap)")
     seed: int = setting(0, "random seed")
@@ -93,7 +96,7 @@ class TrainConfig:
                                               "runs/imagenet, holding stage1/ and stage2/)")
 
     def __post_init__(self):
-        for key in ("dataset", "optimizer", "lr_schedule", "weight_decay_on", "compile_mode", "backend"):
+        for key in ("dataset", "optimizer", "lr_schedule", "weight_decay_on", "compile_mode", "backend", "precision"):
             choices, value = config_field(key).metadata["choices"], getattr(self, key)
             if value is not None and value not in choices:
                 raise ValueError(f"unknown {key} {value!r}; choose one of {', '.join(choices)}")
@@ -116,6 +119,12 @@ class TrainConfig:
                 f"this recipe distills from a {self.teacher} teacher but no teacher weights were given: a randomly "
                 "initialised teacher teaches nothing. Pass --teacher-weights FILE, or --no-teacher to train with "
                 "cross-entropy alone")
+
+    def resolved_precision(self, cuda: bool) -> str:
+        """"bf16" (autocast) or "fp32": ``precision`` with auto decided by the device."""
+        if self.precision == "auto":
+            return "bf16" if cuda else "fp32"
+        return self.precision
 
     def workers_per_process(self, processes: int) -> int:
         """``workers``, or the machine's cores shared by the processes on it."""

@@ -1,8 +1,10 @@
-"""The Trainer: one engine for every launcher, on Accelerate (bf16 autocast on GPU, fp32 on CPU, DDP across ranks).
+"""The Trainer: one engine for every launcher, on Accelerate (bf16 autocast or fp32 — by default bf16 on GPU, fp32 on
+CPU —, DDP across ranks).
 
 A run writes into ``output_dir``: ``config.yaml`` (resolved), ``metrics.jsonl`` / ``metrics.csv`` (one line per
 epoch), ``training_curve.png``, ``checkpoint.pt`` (atomically, every epoch: resumable exactly) and, at the end,
-``model.safetensors`` and ``summary.json`` (final and best top-1/top-5 on the full held-out set).
+``model.safetensors`` and ``summary.json`` (final and best top-1/top-5 on the full held-out set, the precision, and
+the commit, machine and library versions that produced the run: `sdbnn.provenance`).
 
 The training loop never waits for the GPU: losses, accuracy counts and the finite-loss check stay on the device
 and are read once every `CHECK_EVERY` steps (progress bar, divergence stop) and once per epoch.
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import sdbnn
+from sdbnn import provenance
 from sdbnn.checkpoints import load_state_dict_file, save_weights
 from sdbnn.engine.config import TrainConfig
 from sdbnn.engine.diagnostics import TrainingDiagnostics
@@ -82,7 +85,8 @@ class Trainer:
         config.check_runnable()
         self.config, self.resume, self.stop_after_epoch = config, resume, stop_after_epoch
         cuda = torch.cuda.is_available()
-        self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no",
+        self.precision = config.resolved_precision(cuda)
+        self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if self.precision == "bf16" else "no",
                                        gradient_accumulation_steps=config.accumulation_steps)
         self.device, self.world_size = self.accelerator.device, self.accelerator.num_processes
         self.main = self.accelerator.is_main_process
@@ -124,12 +128,13 @@ class Trainer:
         return model
 
     def _teacher(self):
-        """The frozen teacher: eval mode, no gradients; bf16, channels_last and compiled on CUDA."""
+        """The frozen teacher: eval mode, no gradients; bf16 when training in bf16; channels_last and compiled on
+        CUDA."""
         if not self.config.teacher:
             return None
         teacher = sdbnn.create_model(self.config.teacher, weights=self.config.teacher_weights).eval()
         teacher.requires_grad_(False)
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         teacher.to(self.device, dtype=dtype, memory_format=self.memory_format)
         return self._compiled(teacher) if self.compile else teacher
 
@@ -176,7 +181,7 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(self.output_dir / "config.yaml")
             print(f"{self.config.model} on {self.config.dataset}: world size {self.world_size}, device {self.device}, "
-                  f"epochs {start_epoch}..{self.config.epochs}, global batch {self.config.batch_size}"
+                  f"epochs {start_epoch}..{self.config.epochs}, global batch {self.config.batch_size}, {self.precision}"
                   f"{', compiled' if self.compile else ''}", flush=True)
         return start_epoch, best, metrics
 
@@ -328,7 +333,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _finish(self, metrics: MetricsLog, best: dict) -> dict:
-        summary = {"final": metrics.records[-1] if metrics.records else {}, "best": best}
+        summary = {"final": metrics.records[-1] if metrics.records else {}, "best": best,
+                   "precision": self.precision, "environment": provenance.environment()}
         if self.main:
             from sdbnn.summary import run_cost
 
