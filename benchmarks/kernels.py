@@ -1,7 +1,7 @@
 """Benchmark the fused SD-BNN ops against the eager reference and torch.compile of the reference.
 
-    python benchmarks/kernels.py                 # CUDA: ResNet-20 (batch 128) and ResNet-18 (batch 256, 224 px) shapes
-    python benchmarks/kernels.py --quick         # CPU smoke run on tiny shapes (timings there mean nothing)
+    python -m benchmarks.kernels                 # CUDA: ResNet-20 (batch 128) and ResNet-18 (batch 256, 224 px) shapes
+    python -m benchmarks.kernels --quick         # CPU smoke run on tiny shapes (timings there mean nothing)
 
 Per op, shape, layout and dtype: forward and forward+backward time for each provider, achieved GB/s against the
 bytes the op must move, the fraction of the device's measured copy bandwidth, the ratio against each baseline
@@ -21,12 +21,9 @@ from pathlib import Path
 
 import torch
 
-if __name__ == "__main__":  # run as a script from the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import sdbnn.ops  # noqa: E402,F401 - registers torch.ops.sdbnn
-from benchmarks.common import Section, log  # noqa: E402
-from sdbnn import reference  # noqa: E402
+import sdbnn.ops  # noqa: F401 - registers torch.ops.sdbnn
+from benchmarks.common import Section, log
+from sdbnn import reference
 
 K, T = 1.0, 2.5  # EDE mid-schedule; the cost does not depend on them
 

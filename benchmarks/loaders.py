@@ -1,6 +1,6 @@
 """Loader throughput: FFCV vs torchvision on the ImageNet train pipeline, device-resident vs torchvision for CIFAR.
 
-    python benchmarks/loaders.py --json benchmarks/results/loaders-cpu.json
+    python -m benchmarks.loaders --json benchmarks/results/loaders-cpu.json
 
 Both ImageNet pipelines do RandomResizedCrop(224, 0.08–1) + flip + PCA lighting + normalisation with the same number
 of workers, on real JPEGs: foolbox's 20 ImageNet photos (~500 px) copied to ``--images`` files (or ``--data-dir``, an
@@ -26,12 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-if __name__ == "__main__":  # run as a script from the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from sdbnn.pipelines import DeviceResidentLoader, read_cifar  # noqa: E402
-from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, write_beton  # noqa: E402
-from sdbnn.pipelines.loaders import cifar_torchvision_loader, imagenet_loader  # noqa: E402
+from sdbnn.pipelines import DeviceResidentLoader, read_cifar
+from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, write_beton
+from sdbnn.pipelines.loaders import cifar_torchvision_loader, imagenet_loader
 
 
 def foolbox_data() -> Path | None:

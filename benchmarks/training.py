@@ -1,8 +1,8 @@
 """Training-step throughput per model: SD-BNN as this project trains it against the baselines that say what the fused
 ops buy, all measured in the same run on synthetic device-resident batches.
 
-    python benchmarks/training.py                 # CUDA: every model at its paper batch size (ImageNet: 256 per GPU)
-    python benchmarks/training.py --quick         # CPU smoke run (ResNet-20, batch 16)
+    python -m benchmarks.training                 # CUDA: every model at its paper batch size (ImageNet: 256 per GPU)
+    python -m benchmarks.training --quick         # CPU smoke run (ResNet-20, batch 16)
 
 Variants (one optimizer step each: forward, cross-entropy, backward, SGD/Adam as in the recipe):
   sdbnn               fused ops (Triton on CUDA) inside torch.compile(fullgraph=True), bf16 autocast on CUDA
@@ -25,12 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-if __name__ == "__main__":  # run as a script from the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import sdbnn  # noqa: E402
-from sdbnn.pipelines.synthetic import CIFAR_TEST_IMAGES, CIFAR_TRAIN_IMAGES  # noqa: E402
-from benchmarks.common import Section, log  # noqa: E402
+import sdbnn
+from benchmarks.common import Section, log
+from sdbnn.pipelines.synthetic import CIFAR_TEST_IMAGES, CIFAR_TRAIN_IMAGES
 
 K, T = 1.0, 2.5  # mid-schedule EDE; the cost does not depend on them
 

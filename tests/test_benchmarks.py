@@ -19,10 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_kernel_benchmark_quick(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "kernels.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,  # keeps TRITON_INTERPRET: the fused provider is the kernels
-    )
+    # keeps TRITON_INTERPRET: the fused provider is the kernels
+    result = subprocess.run([sys.executable, "-m", "benchmarks.kernels", "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     (json_file,) = tmp_path.glob("kernels-*.json")
     report = json.loads(json_file.read_text())

@@ -1,4 +1,4 @@
-"""sdbnn.summary: hand-counted toy, agreement with torch's FlopCounterMode and torchvision's published GFLOPs,
+"""sdbnn.summary (sdbnn.deploy.cost): hand-counted toy, agreement with torch's FlopCounterMode and torchvision's published GFLOPs,
 Bi-Real Net 18's structure, the four paper models, the README table, and the command line."""
 
 import json
@@ -13,12 +13,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import sdbnn
+from sdbnn.deploy.cost import model_cost, run_cost
+from sdbnn.deploy.cost_table import markdown_table
 from sdbnn.engine.config import TrainConfig
-from sdbnn.summary import markdown_table, model_cost
 
 PAPER_MODELS = ["resnet20", "vgg_small", "resnet18_cifar", "resnet18_imagenet"]
-
-
 
 
 class Toy(nn.Module):
@@ -113,6 +112,7 @@ def test_callable_module_and_lazy_exports():
     assert sdbnn.summary(Toy(), (4, 8, 8)).bops == 13_824
     with pytest.raises(ValueError, match="input_size"):
         sdbnn.summary(Toy())
+    assert module.model_cost is model_cost and module.run_cost is run_cost  # as README and the Trainer use them
     assert callable(sdbnn.export_packed) and callable(sdbnn.load_packed)
 
 
@@ -135,8 +135,6 @@ def test_cli_on_a_model_name_and_on_a_run_directory(tmp_path, capsys):
     assert by_run["bops"] == 40_108_032 and by_run["input_size"] == [3, 32, 32]
     twin_params = sum(p.numel() for p in sdbnn.create_model("resnet20_fp", num_classes=7).parameters())
     assert by_run["twin"] == "resnet20_fp" and by_run["twin_params"] == twin_params  # built for 7 classes
-
-    from sdbnn.summary import run_cost
 
     config = TrainConfig(model="resnet20", dataset="digits", model_options={"num_classes": 7})
     cost = run_cost(sdbnn.create_model("resnet20", num_classes=7), config)  # what a training run records

@@ -1,8 +1,9 @@
 """Reading a run directory back: the one place that knows its files and the ablation layout of several runs.
 
 A run (what `Trainer` writes into ``output_dir``) holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one
-record per epoch), ``checkpoint.pt`` (to resume from), and once finished ``summary.json`` and ``model.safetensors``. Several runs of one comparison live
-in ``<root>/<variant>/seed<N>/`` (`run_directory`), as ``launch/ablations.py`` writes them.
+record per epoch), ``checkpoint.pt`` (to resume from), and once finished ``summary.json`` and ``model.safetensors``.
+Several runs of one comparison live in ``<root>/<variant>/seed<N>/`` (`run_directory`), as ``launch/ablations.py``
+writes them.
 
     run = Run("runs/my_run")
     run.config(), run.records(), run.summary(), run.model()      # TrainConfig, epoch records, dict, eval-mode model

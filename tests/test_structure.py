@@ -1,0 +1,138 @@
+"""The shape of the code base: no import cycle inside sdbnn, no sys.path edits."""
+
+import ast
+import tomllib
+
+from helpers import ROOT
+
+# folders installed under sdbnn's namespace (pyproject.toml's package-dir)
+NAMESPACED = {"kernels": "sdbnn.kernels", "pipelines": "sdbnn.pipelines", "sdbnn": "sdbnn"}
+NOT_SOURCE = {"build", "dist", "runs", "__pycache__"}
+
+
+def python_files() -> list:
+    """Every .py file of the repository (no virtual environment, build output or hidden folder)."""
+    return sorted(
+        path for path in ROOT.rglob("*.py")
+        if not any(part.startswith(".") or part in NOT_SOURCE or part.endswith(".egg-info")
+                   for part in path.relative_to(ROOT).parts[:-1])
+    )
+
+
+def package_modules() -> dict:
+    """{module name: path} of every module of the installed package, kernels/ and pipelines/ included."""
+    modules = {}
+    for folder, package in NAMESPACED.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join([package, *parts])] = path
+    return modules
+
+
+def test_every_package_folder_is_installed():
+    # pyproject.toml lists packages by name: a new sub-package left out would be missing from a non-editable install
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {name for name, path in package_modules().items() if path.name == "__init__.py"}
+    assert packages == listed - {"sdbnn.layouts"}  # layouts/ holds data files only
+
+
+def imported_modules(name: str, path, known: set) -> set:
+    """The modules of ``known`` that ``name`` imports anywhere in its file (inside functions too: a lazy import
+    still ties the two modules together)."""
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".")[: len(name.split(".")) - node.level + is_package]
+                base = ".".join([*anchor, *([base] if base else [])])
+            # `from package import module` names the module; `from module import attribute` the module itself
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+        else:
+            continue
+        found.update(target for target in targets if target in known and target != name)
+    return found
+
+
+def import_cycles(graph: dict) -> list:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for successor in graph[node]:
+            if successor not in index:
+                visit(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in on_stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycle_inside_the_package():
+    modules = package_modules()
+    assert {"sdbnn.deploy.cost", "sdbnn.kernels.act_sign", "sdbnn.pipelines.loaders"} <= set(modules)
+    graph = {name: imported_modules(name, path, set(modules)) for name, path in modules.items()}
+    assert "sdbnn.deploy.inference" in graph["sdbnn.deploy.packed"]  # the parser sees the imports it must
+    assert "sdbnn.reference" in graph["sdbnn.kernels.surrogates"]
+    assert import_cycles(graph) == []
+
+
+def test_cycle_finder_finds_lazy_and_relative_imports(tmp_path):
+    (tmp_path / "a.py").write_text("def f():\n    from pkg import b\n")
+    (tmp_path / "b.py").write_text("from .c import thing\n")
+    (tmp_path / "c.py").write_text("import pkg.a\n")
+    (tmp_path / "d.py").write_text("import pkg.c\n")
+    names = {f"pkg.{letter}": tmp_path / f"{letter}.py" for letter in "abcd"}
+    graph = {name: imported_modules(name, path, set(names)) for name, path in names.items()}
+    assert graph == {"pkg.a": {"pkg.b"}, "pkg.b": {"pkg.c"}, "pkg.c": {"pkg.a"}, "pkg.d": {"pkg.c"}}
+    assert import_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
+
+
+def sys_path_edits(path) -> list[int]:
+    """Line numbers where a file changes sys.path: a call of one of its methods, or an assignment to it."""
+    def is_sys_path(node) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name) \
+            and node.value.id == "sys"
+
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_sys_path(node.func.value):
+            lines.append(node.lineno)  # sys.path.insert(...), .append, .extend, .remove, ...
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if is_sys_path(target) or isinstance(target, ast.Subscript) and is_sys_path(target.value):
+                    lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_no_file_edits_sys_path(tmp_path):
+    edits = [f"{path.relative_to(ROOT)}:{line}" for path in python_files() for line in sys_path_edits(path)]
+    assert edits == [], "run scripts as `python -m package.module` instead of editing sys.path: " + ", ".join(edits)
+    sample = tmp_path / "sample.py"
+    sample.write_text("import sys\nsys.path.insert(0, 'x')\nsys.path += ['y']\nsys.path[:0] = ['z']\n"
+                      "print(sys.path)\n")
+    assert sys_path_edits(sample) == [2, 3, 4]  # the finder sees every kind of edit, and reading is no edit
+
