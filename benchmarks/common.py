@@ -32,6 +32,13 @@ def log(message: str) -> None:
     print(f"[{time.perf_counter() - _STARTED:7.1f}s] {message}", flush=True)
 
 
+def rate_text(value: float | None) -> str:
+    """A rate for a table or log line: thousands separated from 100 up, three digits below, "—" when missing."""
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

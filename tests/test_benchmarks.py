@@ -13,7 +13,9 @@ import pytest
 import torch
 from helpers import cpu_env
 
-from benchmarks import common, gpu_session, kernels
+from benchmarks import common, kernels
+from benchmarks.gpu_session import correctness
+from benchmarks.gpu_session.plan import TINY_PLAN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,7 +177,7 @@ def test_gpu_session_runs_every_stage_tiny(tmp_path):
                         "gpu_tests": "skipped", "targets": "ok"}
     assert set(report["preflight"]["imports"].values()) == {"ok"}
     checks = report["correctness"]["kernel_checks"]
-    assert len(checks) == sum(map(len, gpu_session.kernel_check_matrix(gpu_session.TINY_PLAN)))
+    assert len(checks) == sum(map(len, correctness.kernel_check_matrix(TINY_PLAN)))
     assert all(check["passed"] for check in checks)
     assert [model["model"] for model in report["correctness"]["models"]] == ["resnet20", "resnet18_imagenet"]
     assert all(model["passed"] for model in report["correctness"]["models"])

@@ -1,10 +1,11 @@
-"""The shape of the code base: no import cycle inside sdbnn, no sys.path edits."""
+"""The shape of the code base: no import cycle inside sdbnn, no sys.path edits, no module over 500 lines."""
 
 import ast
 import tomllib
 
 from helpers import ROOT
 
+MAX_LINES = 500
 # folders installed under sdbnn's namespace (pyproject.toml's package-dir)
 NAMESPACED = {"kernels": "sdbnn.kernels", "pipelines": "sdbnn.pipelines", "sdbnn": "sdbnn"}
 NOT_SOURCE = {"build", "dist", "runs", "__pycache__"}
@@ -136,3 +137,10 @@ def test_no_file_edits_sys_path(tmp_path):
                       "print(sys.path)\n")
     assert sys_path_edits(sample) == [2, 3, 4]  # the finder sees every kind of edit, and reading is no edit
 
+
+def test_no_module_over_500_lines():
+    files = python_files()
+    assert ROOT / "sdbnn" / "deploy" / "cost.py" in files and ROOT / "tests" / "test_structure.py" in files
+    long = {str(path.relative_to(ROOT)): count for path in files
+            if (count := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}, f"split these modules (over {MAX_LINES} lines): {long}"

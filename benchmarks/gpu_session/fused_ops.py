@@ -1,0 +1,44 @@
+"""c. Fused ops: Triton vs the eager reference vs the Inductor-compiled reference on the ResNet-18 layers (bf16,
+channels_last; NCHW for one; the largest fp32 weight), forward+backward GB/s next to the copy bandwidth measured
+in the same run (`benchmarks.kernels` measures; this stage picks the cases)."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.common import Section
+from benchmarks.gpu_session.plan import Plan, Session, Stage
+
+OP_BATCH = (256, 2)  # (GPU, tiny) activation batch
+OP_CASE_S = 10  # one case (three providers, forward and forward+backward) on the GPU
+
+
+def fused_op_jobs(plan: Plan) -> list[tuple]:
+    """(op, case, dtype) for benchmarks.kernels: every ResNet-18 layer bf16 channels_last, the first also NCHW, and
+    the largest fp32 weight (what the optimizer holds)."""
+    batch = plan.pick(*OP_BATCH)
+    cases = [(f"resnet18.layer{index + 1}", (batch, *layer), (layer[0], layer[0], 3, 3), "nhwc")
+             for index, layer in enumerate(plan.layers)]
+    first, last = plan.layers[0], plan.layers[-1]
+    cases.append(("resnet18.layer1", (batch, *first), (first[0], first[0], 3, 3), "nchw"))
+    jobs = [("act_sign", case, torch.bfloat16) for case in cases]
+    jobs.append(("weight_sign", ("resnet18.layer4", (batch, *last), (last[0], last[0], 3, 3), "nchw"),
+                 torch.float32))
+    return jobs
+
+
+def fused_ops(section: Section, session: Session) -> None:
+    from benchmarks import kernels
+
+    plan = session.plan
+    kernels.run(plan.tiny, session.device, "ede", jobs=fused_op_jobs(plan), compile_backend=plan.compile_backend,
+                job_estimate_s=plan.estimate(OP_CASE_S), section=section)
+
+
+def fused_ops_table(data: dict) -> str:
+    from benchmarks import kernels
+
+    return kernels.markdown_table(data)
+
+
+STAGE = Stage("fused_ops", "c. Fused ops", fused_ops, fused_ops_table, budget_s=40, tiny_budget_s=300)
