@@ -1,0 +1,124 @@
+"""CPU training step: the fused-op path (what CPU training runs) against the `reference` backend, in one run.
+
+    python -m benchmarks.cpu_step                                   # resnet20, batch 128, fp32, eager, NCHW
+    python -m benchmarks.cpu_step --model vgg_small --batch-size 64 --rounds 5
+
+The official SD-BNN code is not part of this project; its math is the `reference` backend's (plain autograd), so that
+backend is the in-run baseline. Rounds alternate between the two paths (a machine's load drifts; interleaving
+shares the drift), and the medians' ratio is reported. Writes ``cpu-step-<model>-<date>.{json,md}`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import sdbnn
+from sdbnn import provenance
+from sdbnn.io import atomic_write
+
+PATHS = ("ops", "reference")
+
+
+def measure(model: torch.nn.Module, optimizer, images, labels, backend: str, steps: int) -> tuple[float, float]:
+    """Images per second of ``steps`` optimizer steps (forward, backward, SGD) after two warm-up steps: per second
+    of wall clock, and per second of this process's CPU time (which another process's load disturbs less)."""
+    def step():
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    with sdbnn.backend(backend):
+        step()
+        step()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            step()
+        images_done = steps * len(images)
+        return images_done / (time.perf_counter() - started), images_done / (time.process_time() - cpu_started)
+
+
+def run(model_name: str, batch_size: int, rounds: int, steps: int, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    model = sdbnn.create_model(model_name)
+    sdbnn.set_ede(model, 2.0, 0.5)  # any point of the schedule costs the same
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    images = torch.randn(batch_size, 3, 32, 32)
+    labels = torch.randint(0, 10, (batch_size,))
+    rates = {path: [] for path in PATHS}
+    cpu_rates = {path: [] for path in PATHS}
+    for _ in range(rounds):
+        for path in PATHS:
+            wall, cpu = measure(model, optimizer, images, labels, path, steps)
+            rates[path].append(wall)
+            cpu_rates[path].append(cpu)
+    medians = {path: statistics.median(values) for path, values in rates.items()}
+    cpu_medians = {path: statistics.median(values) for path, values in cpu_rates.items()}
+    return {
+        "benchmark": "cpu_step",
+        "model": model_name, "batch_size": batch_size, "rounds": rounds, "steps_per_round": steps,
+        "precision": "fp32", "layout": "NCHW", "compiled": False,
+        "images_per_s": rates, "median_images_per_s": medians,
+        "fused_over_reference": medians["ops"] / medians["reference"],
+        "images_per_cpu_s": cpu_rates, "median_images_per_cpu_s": cpu_medians,
+        "fused_over_reference_cpu_time": cpu_medians["ops"] / cpu_medians["reference"],
+        "date": datetime.date.today().isoformat(), "environment": provenance.environment(),
+    }
+
+
+def markdown(result: dict, command: str) -> str:
+    env = result["environment"]
+    lines = [
+        f"# CPU training step: fused ops vs reference backend ({result['model']}, batch {result['batch_size']})",
+        "",
+        f"`{command}` — commit `{env['commit']}`{' (with uncommitted changes)' if env['uncommitted_changes'] else ''}, "
+        f"{env['cpu_model']}, {env['cpu_cores']} cores, {env['torch_threads']} torch threads, torch {env['torch']}, "
+        f"{result['date']}. fp32, eager, NCHW; {result['rounds']} interleaved rounds of {result['steps_per_round']} "
+        "steps (forward, backward, SGD step).",
+        "",
+        "| path | img/s per round | median img/s | img per CPU-second, per round | median |",
+        "|---|---|---|---|---|",
+    ]
+    for path in PATHS:
+        rounds = ", ".join(f"{value:.0f}" for value in result["images_per_s"][path])
+        cpu_rounds = ", ".join(f"{value:.0f}" for value in result["images_per_cpu_s"][path])
+        lines.append(f"| {path} | {rounds} | {result['median_images_per_s'][path]:.0f} | {cpu_rounds} | "
+                     f"{result['median_images_per_cpu_s'][path]:.0f} |")
+    lines += ["", f"Fused-op path ÷ reference backend: **{result['fused_over_reference']:.2f}×** (wall clock), "
+              f"{result['fused_over_reference_cpu_time']:.2f}× (CPU time)", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu_step", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet20", choices=["resnet20", "vgg_small", "resnet18_cifar"])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per round and path")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    result = run(args.model, args.batch_size, args.rounds, args.steps)
+    command = "python -m benchmarks.cpu_step" + "".join(
+        f" --{key.replace('_', '-')} {value}" for key, value in
+        (("model", args.model), ("batch_size", args.batch_size), ("rounds", args.rounds), ("steps", args.steps)))
+    result["command"] = command
+    text = markdown(result, command)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"cpu-step-{args.model}-{result['date']}"
+    atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    atomic_write(stem.with_suffix(".md"), lambda tmp: tmp.write_text(text))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
