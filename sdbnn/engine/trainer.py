@@ -28,6 +28,7 @@ from sdbnn.engine.config import TrainConfig
 from sdbnn.engine.diagnostics import TrainingDiagnostics
 from sdbnn.engine.distill import distillation_loss
 from sdbnn.engine.metrics import MetricsLog, topk_correct
+from sdbnn.engine.precision import autocast_context, native_bf16_convolutions
 from sdbnn.engine.state import load_training_state, save_training_state
 from sdbnn.io import atomic_write
 from sdbnn.pipelines.loaders import build_loaders
@@ -90,6 +91,8 @@ class Trainer:
                                        gradient_accumulation_steps=config.accumulation_steps)
         self.device, self.world_size = self.accelerator.device, self.accelerator.num_processes
         self.main = self.accelerator.is_main_process
+        # bf16 on a CPU without bf16 convolution kernels: emulate them (sdbnn.engine.precision)
+        self.emulated_bf16_convolutions = self.precision == "bf16" and not native_bf16_convolutions(self.device)
         if config.batch_size % (self.world_size * config.accumulation_steps):
             raise ValueError(f"batch size {config.batch_size} does not split over {self.world_size} processes × "
                              f"{config.accumulation_steps} accumulation steps")
@@ -181,7 +184,7 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(self.output_dir / "config.yaml")
             print(f"{self.config.model} on {self.config.dataset}: world size {self.world_size}, device {self.device}, "
-                  f"epochs {start_epoch}..{self.config.epochs}, global batch {self.config.batch_size}, {self.precision}"
+                  f"epochs {start_epoch}..{self.config.epochs}, global batch {self.config.batch_size}, {self.precision_text()}"
                   f"{', compiled' if self.compile else ''}", flush=True)
         return start_epoch, best, metrics
 
@@ -238,10 +241,17 @@ class Trainer:
         self.scheduler.step()  # the one place the learning rate changes
         return loss
 
+    def precision_text(self) -> str:
+        return self.precision + (" (convolutions emulated: no bf16 convolution kernels on this CPU)"
+                                 if self.emulated_bf16_convolutions else "")
+
+    def _autocast(self):
+        return autocast_context(self.accelerator, self.emulated_bf16_convolutions)
+
     def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.config.compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # a new step: earlier graph outputs may be overwritten
-        with self.accelerator.autocast():
+        with self._autocast():
             logits = self.forward_model(images)
             if self.teacher is None:
                 return F.cross_entropy(logits, labels)
@@ -277,7 +287,7 @@ class Trainer:
             for images, _ in self.train_loader:
                 if self.config.compile_mode == "reduce-overhead":
                     torch.compiler.cudagraph_mark_step_begin()
-                with self.accelerator.autocast():
+                with self._autocast():
                     self.forward_model(images)
         finally:
             for module, momentum in zip(norms, momenta):
@@ -293,7 +303,7 @@ class Trainer:
         for images, labels in self.val_loader:
             if self.config.compile_mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()
-            with self.accelerator.autocast():
+            with self._autocast():
                 logits = self.forward_model(images).float()
             hits = topk_correct(logits, labels, (1, 5))
             totals += torch.stack([F.cross_entropy(logits, labels, reduction="sum"), hits[1], hits[5]]).double()
@@ -334,7 +344,7 @@ class Trainer:
 
     def _finish(self, metrics: MetricsLog, best: dict) -> dict:
         summary = {"final": metrics.records[-1] if metrics.records else {}, "best": best,
-                   "precision": self.precision, "environment": provenance.environment()}
+                   "precision": self.precision_text(), "environment": provenance.environment()}
         if self.main:
             from sdbnn.summary import run_cost
 
