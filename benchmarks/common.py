@@ -50,7 +50,10 @@ def device_slug(name: str) -> str:
 
 
 def environment(device: torch.device) -> dict:
+    """Where a benchmark ran: device, date, versions, the fused path, and ``environment`` — the commit, CPU model,
+    cores, threads and libraries (`sdbnn.provenance`), as every run's summary.json records them."""
     import sdbnn.ops
+    from sdbnn import provenance
 
     triton = sys.modules.get("triton")
     probe = torch.empty(1, device=device)
@@ -62,6 +65,7 @@ def environment(device: torch.device) -> dict:
         "python": platform.python_version(),
         "cpu_cores": os.cpu_count(),
         "fused_path": "triton" if sdbnn.ops.uses_triton(probe) else "reference math (no Triton kernels on this device)",
+        "environment": provenance.environment(),
     }
 
 

@@ -235,3 +235,29 @@ def test_gpu_session_killed_mid_stage_keeps_what_was_written(tmp_path):
     assert report["correctness"]["status"] == "interrupted" and report["correctness"]["kernel_checks"]
     assert {report[name]["status"] for name in report["sections"][2:]} == {"skipped"}
     assert "**interrupted**" in markdown and "stopped (hard time limit)" in markdown
+
+
+@pytest.mark.slow
+def test_onnx_agreement_benchmark_on_a_finished_run(tmp_path):
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(module, reason=f"{module} is missing: pip install -e '.[deploy]' (CI installs it)")
+    import sdbnn
+    from sdbnn.engine.config import TrainConfig
+
+    run = tmp_path / "run"  # an untrained model stands in for a trained one: the bookkeeping is what is checked
+    TrainConfig(model="resnet20", dataset="digits", epochs=1, max_images=48, output_dir=str(run)).save(
+        run / "config.yaml")
+    sdbnn.save_weights(sdbnn.create_model("resnet20"), run / "model.safetensors")
+    (run / "summary.json").write_text(json.dumps({"final": {"val_top1": 0.1}, "best": {"val_top1": 0.2}}))
+    command = [sys.executable, "-m", "benchmarks.onnx_agreement", "--run", str(run), "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=cpu_env(), cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    (json_file,) = (tmp_path / "out").glob("onnx-agreement-*.json")
+    report, markdown = _read(json_file)
+    assert report["run"]["best_top1"] == 0.2 and report["environment"]["commit"]
+    assert report["command"].startswith("python -m benchmarks.onnx_agreement --run")
+    for key in ("optimizations_off", "optimizations_on"):
+        check = report[key]
+        assert check["images"] == 48 and 0 < check["decided_images"] <= 48 and check["top1_agreement"] <= 48
+    assert report["optimizations_off"]["passed"] and not report["optimizations_off"]["onnxruntime_graph_optimizations"]
+    assert "| off (sdbnn's check) | 48 |" in markdown
