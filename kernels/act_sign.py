@@ -9,13 +9,19 @@ fp32 whatever the storage dtype (fp32, bf16, fp16).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from sdbnn.kernels import tiles
+from sdbnn.kernels.launches import LaunchConfig, launch
 from sdbnn.kernels.layouts import dense, is_channels_last, output_like
 from sdbnn.kernels.surrogates import SURROGATE_CODES, check_schedule_scalars, sign, surrogate_derivative
+
+
+MAX_SAMPLE_ELEMENTS = 2**30  # 32-bit offsets inside one sample (plus one tile) cannot overflow
 
 
 @triton.jit
@@ -23,14 +29,23 @@ def _forward_kernel(
     x_ptr, shift_ptr, out_ptr, n_elements, C, HW,
     HAS_SHIFT: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < n_elements
+    # 64-bit start of the program's elements, then 32-bit index math per element (fewer registers)
+    start = tl.program_id(0).to(tl.int64) * BLOCK
+    x_ptr += start
+    out_ptr += start
+    offsets = tl.arange(0, BLOCK)
+    mask = offsets < n_elements - start
     v = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     if HAS_SHIFT:
-        if CHANNELS_LAST:
-            plane = (offsets // (HW * C)) * C + offsets % C
+        if CHANNELS_LAST:  # shift[b, c] of element (b, h, w, c)
+            first_sample = start // (HW * C)
+            within = (start - first_sample * HW * C).to(tl.int32) + offsets
+            plane = (within // (HW * C)) * C + within % C
+            shift_ptr += first_sample * C
         else:
-            plane = offsets // HW
+            first_plane = start // HW
+            plane = ((start - first_plane * HW).to(tl.int32) + offsets) // HW
+            shift_ptr += first_plane
         v += tl.load(shift_ptr + plane, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offsets, sign(v).to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -40,8 +55,14 @@ def _backward_planes_kernel(
     g_ptr, x_ptr, shift_ptr, k_ptr, t_ptr, dx_ptr, dshift_ptr, n_planes, HW,
     HAS_SHIFT: tl.constexpr, SURROGATE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_HW: tl.constexpr,
 ):
-    """NCHW: each (b, c) plane is contiguous; a program owns BLOCK_P whole planes, so d(shift) is a register sum."""
-    planes = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    """NCHW: each (b, c) plane is contiguous; a program owns BLOCK_P whole planes, so d(shift) is a register sum.
+    Offsets inside the program's planes are 32-bit (from a 64-bit start): fewer registers per element."""
+    first_plane = tl.program_id(0) * BLOCK_P
+    start = first_plane.to(tl.int64) * HW
+    g_ptr += start
+    x_ptr += start
+    dx_ptr += start
+    planes = first_plane + tl.arange(0, BLOCK_P)
     plane_mask = planes < n_planes
     k = tl.load(k_ptr).to(tl.float32)
     t = tl.load(t_ptr).to(tl.float32)
@@ -50,10 +71,10 @@ def _backward_planes_kernel(
     else:
         shift = tl.zeros([BLOCK_P], dtype=tl.float32)
     dshift = tl.zeros([BLOCK_P], dtype=tl.float32)
-    base = planes.to(tl.int64) * HW
-    for start in range(0, HW, BLOCK_HW):
-        cols = start + tl.arange(0, BLOCK_HW)
-        offsets = base[:, None] + cols[None, :]
+    plane_offsets = tl.arange(0, BLOCK_P) * HW
+    for first_col in range(0, HW, BLOCK_HW):
+        cols = first_col + tl.arange(0, BLOCK_HW)
+        offsets = plane_offsets[:, None] + cols[None, :]
         mask = plane_mask[:, None] & (cols[None, :] < HW)
         v = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32) + shift[:, None]
         g = tl.load(g_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
@@ -82,12 +103,15 @@ def _backward_channels_last_kernel(
     else:
         shift = tl.zeros([BLOCK_C], dtype=tl.float32)
     dshift = tl.zeros([BLOCK_C], dtype=tl.float32)
-    base = b.to(tl.int64) * HW * C
     first_row = split * ROWS_PER_SPLIT
-    for start in range(0, ROWS_PER_SPLIT, BLOCK_HW):
-        rows = first_row + start + tl.arange(0, BLOCK_HW)
-        offsets = base + rows[:, None].to(tl.int64) * C + channels[None, :]
-        mask = (rows[:, None] < HW) & channel_mask[None, :]
+    start = (b.to(tl.int64) * HW + first_row) * C  # then 32-bit offsets inside this sample's split
+    g_ptr += start
+    x_ptr += start
+    dx_ptr += start
+    for first in range(0, ROWS_PER_SPLIT, BLOCK_HW):
+        rows = first + tl.arange(0, BLOCK_HW)
+        offsets = rows[:, None] * C + channels[None, :]
+        mask = (first_row + rows[:, None] < HW) & channel_mask[None, :]
         v = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32) + shift[None, :]
         g = tl.load(g_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         dx = tl.where(mask, g * surrogate_derivative(v, k, t, SURROGATE), 0.0)
@@ -102,6 +126,50 @@ def _check(x: torch.Tensor, shift: torch.Tensor | None) -> None:
         raise ValueError(f"act_sign expects x of shape (batch, channels, height, width), got {tuple(x.shape)}")
     if shift is not None and tuple(shift.shape) != tuple(x.shape[:2]):
         raise ValueError(f"shift has shape {tuple(shift.shape)}, expected (batch, channels) = {tuple(x.shape[:2])}")
+    if math.prod(x.shape[1:]) > MAX_SAMPLE_ELEMENTS:
+        raise ValueError(f"act_sign: one sample of x holds C·H·W = {math.prod(x.shape[1:]):,} elements; the kernels "
+                         f"index inside a sample in 32 bits (at most {MAX_SAMPLE_ELEMENTS:,})")
+
+
+def forward_config(shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool, has_shift: bool) -> LaunchConfig:
+    """The forward launch for an input of ``shape`` (B, C, H, W) stored in ``dtype``."""
+    per_thread = tiles.forward_elements_per_thread(dtype.itemsize)
+    block = tiles.current().forward_block * per_thread // tiles.ELEMENTS_PER_THREAD
+    return LaunchConfig(
+        _forward_kernel, (triton.cdiv(math.prod(shape), block),),
+        {"HAS_SHIFT": has_shift, "CHANNELS_LAST": channels_last, "BLOCK": block}, tiles.num_warps(block, per_thread),
+    )
+
+
+def backward_config(
+    shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool, has_shift: bool, surrogate: str
+) -> LaunchConfig:
+    """The backward launch: NCHW walks whole (b, c) planes; channels_last tiles [H·W rows, channels] and splits H·W
+    over programs (``runtime["ROWS_PER_SPLIT"]``; grid[2] splits of fp32 partial d(shift))."""
+    B, C, H, W = shape
+    HW = H * W
+    code = SURROGATE_CODES[surrogate]
+    sizes = tiles.current()
+    if channels_last:
+        block_c = min(triton.next_power_of_2(C), sizes.channel_block)
+        block_hw = max(1, min(triton.next_power_of_2(HW), sizes.elements_per_program // block_c))
+        row_blocks = triton.cdiv(HW, block_hw)
+        # split H·W over programs until about target_programs are in flight (each SM wants several)
+        splits = max(1, min(row_blocks, sizes.target_programs // (B * triton.cdiv(C, block_c))))
+        rows_per_split = triton.cdiv(row_blocks, splits) * block_hw
+        splits = triton.cdiv(HW, rows_per_split)
+        return LaunchConfig(
+            _backward_channels_last_kernel, (B, triton.cdiv(C, block_c), splits),
+            {"HAS_SHIFT": has_shift, "SURROGATE": code, "BLOCK_HW": block_hw, "BLOCK_C": block_c},
+            num_warps=tiles.num_warps(block_hw * block_c), runtime={"ROWS_PER_SPLIT": rows_per_split},
+        )
+    block_hw = min(triton.next_power_of_2(HW), sizes.plane_block)
+    block_p = max(1, sizes.elements_per_program // block_hw)
+    return LaunchConfig(
+        _backward_planes_kernel, (triton.cdiv(B * C, block_p),),
+        {"HAS_SHIFT": has_shift, "SURROGATE": code, "BLOCK_P": block_p, "BLOCK_HW": block_hw},
+        num_warps=tiles.num_warps(block_p * block_hw),
+    )
 
 
 def forward(x: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
@@ -111,12 +179,8 @@ def forward(x: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
     B, C, H, W = x.shape
     if x.numel() == 0:
         return out
-    shift_arg = shift.contiguous() if shift is not None else x
-    block = tiles.current().forward_block
-    _forward_kernel[(triton.cdiv(x.numel(), block),)](
-        x, shift_arg, out, x.numel(), C, H * W,
-        HAS_SHIFT=shift is not None, CHANNELS_LAST=is_channels_last(x), BLOCK=block,
-    )
+    config = forward_config(tuple(x.shape), x.dtype, is_channels_last(x), shift is not None)
+    launch(config, x, shift.contiguous() if shift is not None else x, out, x.numel(), C, H * W)
     return out
 
 
@@ -133,36 +197,18 @@ def backward(
     dx = output_like(x)
     dshift = torch.empty(shift.shape, dtype=shift.dtype, device=shift.device) if shift is not None else None
     B, C, H, W = x.shape
-    HW = H * W
     if x.numel() == 0:
         if dshift is not None:
             dshift.zero_()
         return dx, dshift
     shift_arg = shift.contiguous() if shift is not None else x
-    dshift_arg = dshift if dshift is not None else x
-    code = SURROGATE_CODES[surrogate]
-    sizes = tiles.current()
+    config = backward_config(tuple(x.shape), x.dtype, channels_last, shift is not None, surrogate)
     if channels_last:
-        block_c = min(triton.next_power_of_2(C), sizes.channel_block)
-        block_hw = max(1, min(triton.next_power_of_2(HW), sizes.elements_per_program // block_c))
-        row_blocks = triton.cdiv(HW, block_hw)
-        # split H·W over programs until about target_programs are in flight (each SM wants several)
-        splits = max(1, min(row_blocks, sizes.target_programs // (B * triton.cdiv(C, block_c))))
-        rows_per_split = triton.cdiv(row_blocks, splits) * block_hw
-        splits = triton.cdiv(HW, rows_per_split)
+        splits = config.grid[2]
         partial = torch.empty((splits, B, C), dtype=torch.float32, device=x.device) if shift is not None else x
-        _backward_channels_last_kernel[(B, triton.cdiv(C, block_c), splits)](
-            grad, x, shift_arg, k, t, dx, partial, B, C, HW, rows_per_split,
-            HAS_SHIFT=shift is not None, SURROGATE=code, BLOCK_HW=block_hw, BLOCK_C=block_c,
-        )
+        launch(config, grad, x, shift_arg, k, t, dx, partial, B, C, H * W)
         if dshift is not None:
             dshift.copy_(partial.sum(dim=0))
     else:
-        block_hw = min(triton.next_power_of_2(HW), sizes.plane_block)
-        block_p = max(1, sizes.elements_per_program // block_hw)
-        grid = (triton.cdiv(B * C, block_p),)
-        _backward_planes_kernel[grid](
-            grad, x, shift_arg, k, t, dx, dshift_arg, B * C, HW,
-            HAS_SHIFT=shift is not None, SURROGATE=code, BLOCK_P=block_p, BLOCK_HW=block_hw,
-        )
+        launch(config, grad, x, shift_arg, k, t, dx, dshift if dshift is not None else x, B * C, H * W)
     return dx, dshift

@@ -10,14 +10,20 @@ several to a program), so the mean, the sign, dW and d(alpha) are all in-registe
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from sdbnn.kernels import tiles
+from sdbnn.kernels.launches import LaunchConfig, launch
 from sdbnn.kernels.layouts import dense, output_like
 from sdbnn.kernels.surrogates import SURROGATE_CODES, check_schedule_scalars, sign, surrogate_derivative
 from sdbnn.reference import WSD_MEAN_FRACTION
+
+
+MAX_ROW_ELEMENTS = 2**30  # 32-bit offsets inside a program's rows (plus one tile) cannot overflow
 
 
 @triton.jit
@@ -38,10 +44,14 @@ def _forward_kernel(
     w_ptr, alpha_ptr, out_ptr, n_rows, ROW,
     HAS_ALPHA: tl.constexpr, MEAN_FRACTION: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    first_row = tl.program_id(0) * BLOCK_R
+    first_element = first_row.to(tl.int64) * ROW
+    w_ptr += first_element
+    out_ptr += first_element
+    rows = first_row + tl.arange(0, BLOCK_R)
     row_mask = rows < n_rows
     cols = tl.arange(0, BLOCK)
-    offsets = rows[:, None].to(tl.int64) * ROW + cols[None, :]
+    offsets = tl.arange(0, BLOCK_R)[:, None] * ROW + cols[None, :]  # 32-bit inside the program's rows
     shift = tl.zeros([BLOCK_R], dtype=tl.float32)
     if HAS_ALPHA:
         shift, _gate, _mean = _row_shift(w_ptr, alpha_ptr, offsets, rows, cols, row_mask, ROW, MEAN_FRACTION, BLOCK_R,
@@ -58,10 +68,15 @@ def _backward_kernel(
     HAS_ALPHA: tl.constexpr, SURROGATE: tl.constexpr, MEAN_FRACTION: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    first_row = tl.program_id(0) * BLOCK_R
+    first_element = first_row.to(tl.int64) * ROW
+    g_ptr += first_element
+    w_ptr += first_element
+    dw_ptr += first_element
+    rows = first_row + tl.arange(0, BLOCK_R)
     row_mask = rows < n_rows
     cols = tl.arange(0, BLOCK)
-    offsets = rows[:, None].to(tl.int64) * ROW + cols[None, :]
+    offsets = tl.arange(0, BLOCK_R)[:, None] * ROW + cols[None, :]  # 32-bit inside the program's rows
     k = tl.load(k_ptr).to(tl.float32)
     t = tl.load(t_ptr).to(tl.float32)
     shift = tl.zeros([BLOCK_R], dtype=tl.float32)
@@ -88,13 +103,33 @@ def _check(w: torch.Tensor, alpha: torch.Tensor | None) -> None:
         raise ValueError(f"weight_sign expects a weight of shape (out_channels, ...), got {tuple(w.shape)}")
     if alpha is not None and tuple(alpha.shape) != (w.shape[0],):
         raise ValueError(f"alpha has shape {tuple(alpha.shape)}, expected (out_channels,) = ({w.shape[0]},)")
+    if w[0].numel() > MAX_ROW_ELEMENTS:
+        raise ValueError(f"weight_sign: one output channel holds {w[0].numel():,} weights; the kernels index inside "
+                         f"a program's rows in 32 bits (at most {MAX_ROW_ELEMENTS:,})")
 
 
-def _tile(row: int) -> tuple[int, int]:
-    """(rows per program, row block): short rows share a program, long rows are walked in blocks."""
+def _tile(shape: tuple[int, ...]) -> tuple[int, dict[str, int], int]:
+    """(programs, tile constexprs, num_warps): short rows share a program, long rows are walked in blocks."""
+    rows, row = shape[0], math.prod(shape[1:])
     tile = tiles.current().weight_tile
     block = min(triton.next_power_of_2(max(row, 1)), tile)
-    return max(1, tile // block), block
+    block_r = max(1, tile // block)
+    return triton.cdiv(rows, block_r), {"BLOCK_R": block_r, "BLOCK": block}, tiles.num_warps(block_r * block)
+
+
+def forward_config(shape: tuple[int, ...], dtype: torch.dtype, has_alpha: bool,
+                   out_dtype: torch.dtype | None = None) -> LaunchConfig:
+    """The forward launch for a weight of ``shape`` (out_channels, ...) stored in ``dtype``."""
+    programs, tile, warps = _tile(shape)
+    return LaunchConfig(
+        _forward_kernel, (programs,), {"HAS_ALPHA": has_alpha, "MEAN_FRACTION": WSD_MEAN_FRACTION, **tile}, warps,
+    )
+
+
+def backward_config(shape: tuple[int, ...], dtype: torch.dtype, has_alpha: bool, surrogate: str) -> LaunchConfig:
+    programs, tile, warps = _tile(shape)
+    constexprs = {"HAS_ALPHA": has_alpha, "SURROGATE": SURROGATE_CODES[surrogate], "MEAN_FRACTION": WSD_MEAN_FRACTION}
+    return LaunchConfig(_backward_kernel, (programs,), {**constexprs, **tile}, warps)
 
 
 def forward(w: torch.Tensor, alpha: torch.Tensor | None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -104,12 +139,8 @@ def forward(w: torch.Tensor, alpha: torch.Tensor | None, out_dtype: torch.dtype 
     out = output_like(w, out_dtype)
     if w.numel() == 0:
         return out
-    row = w[0].numel()
-    block_r, block = _tile(row)
-    _forward_kernel[(triton.cdiv(w.shape[0], block_r),)](
-        w, alpha.contiguous() if alpha is not None else w, out, w.shape[0], row,
-        HAS_ALPHA=alpha is not None, MEAN_FRACTION=WSD_MEAN_FRACTION, BLOCK_R=block_r, BLOCK=block,
-    )
+    config = forward_config(tuple(w.shape), w.dtype, alpha is not None, out_dtype)
+    launch(config, w, alpha.contiguous() if alpha is not None else w, out, w.shape[0], w[0].numel())
     return out
 
 
@@ -129,12 +160,7 @@ def backward(
         if dalpha is not None:
             dalpha.zero_()
         return dw, dalpha
-    row = w[0].numel()
-    block_r, block = _tile(row)
-    _backward_kernel[(triton.cdiv(w.shape[0], block_r),)](
-        grad, w, alpha.contiguous() if alpha is not None else w, k, t, dw,
-        dalpha if dalpha is not None else w, w.shape[0], row,
-        HAS_ALPHA=alpha is not None, SURROGATE=SURROGATE_CODES[surrogate],
-        MEAN_FRACTION=WSD_MEAN_FRACTION, BLOCK_R=block_r, BLOCK=block,
-    )
+    config = backward_config(tuple(w.shape), w.dtype, alpha is not None, surrogate)
+    launch(config, grad, w, alpha.contiguous() if alpha is not None else w, k, t, dw,
+           dalpha if dalpha is not None else w, w.shape[0], w[0].numel())
     return dw, dalpha

@@ -46,6 +46,8 @@ def test_act_sign_kernel_without_shift_and_multi_block(channels_last):
     small_tiles = tiles.use(forward_block=64, elements_per_program=64, plane_block=64, target_programs=64)
     with small_tiles, poisoned_allocations():
         assert torch.equal(act_kernels.forward(x, None), torch.sign(x))
+        # programs of 64 elements start mid-plane (NCHW) and mid-sample (channels_last)
+        assert torch.equal(act_kernels.forward(x, shift), torch.sign(x + shift[:, :, None, None]))
         dx, dshift = act_kernels.backward(grad, x, None, k, t, "ede")
         dx_shifted, dshift_shifted = act_kernels.backward(grad, x, shift, k, t, "ede")
     assert dshift is None
@@ -92,31 +94,76 @@ def test_weight_sign_kernel_long_rows_and_no_alpha():
     torch.testing.assert_close(dw_plain, grad * (w.abs() <= 1))
 
 
-# The GPU's tile sizes, run under the interpreter: the launch paths only a GPU takes with the default sizes.
+def tiling(config, shape):
+    """What a launch configuration walks: passes per plane / split / row, splits, channel blocks, rows per program."""
+    facts = {"num_warps": config.num_warps}
+    constexprs = config.constexprs
+    if config.name == "act_sign.backward_planes":
+        facts |= {"planes_per_program": constexprs["BLOCK_P"],
+                  "passes": -(-shape[2] * shape[3] // constexprs["BLOCK_HW"])}
+    elif config.name == "act_sign.backward_channels_last":
+        facts |= {"channel_blocks": config.grid[1], "splits": config.grid[2],
+                  "passes": -(-config.runtime["ROWS_PER_SPLIT"] // constexprs["BLOCK_HW"])}
+    elif config.name.startswith("weight_sign"):
+        row = 1
+        for size in shape[1:]:
+            row *= size
+        facts |= {"rows_per_program": constexprs["BLOCK_R"], "passes": -(-row // constexprs["BLOCK"])}
+    return facts
+
+
+# The GPU's tile sizes, run under the interpreter: the launch paths only a GPU takes with the default sizes. Each case
+# asserts the tiling it is named for, so a change of the GPU sizes cannot silently drop a path.
 GPU_ACT_CASES = [
-    # (shape, channels_last, tile changes, what it covers)
-    ((1, 3, 33, 33), False, {}, "nchw-hw1089-two-passes-per-plane"),
-    ((3, 24, 7, 7), False, {}, "nchw-32-small-planes-per-program"),
-    ((2, 8, 33, 33), True, {}, "nhwc-5-splits-one-pass-each"),
-    ((1, 136, 5, 5), True, {}, "nhwc-c136-masked-second-channel-block"),
-    ((2, 8, 33, 33), True, {"target_programs": 4}, "nhwc-2-splits-up-to-3-passes-last-short"),
-    ((2, 8, 33, 33), True, {"target_programs": 2}, "nhwc-1-split-walking-5-row-blocks"),
+    # (shape, channels_last, tile changes, what it covers, the tiling that shows it)
+    ((1, 3, 33, 33), False, {}, "nchw-hw1089-two-passes-per-plane", {"passes": 2}),
+    ((3, 24, 7, 7), False, {}, "nchw-32-small-planes-per-program", {"planes_per_program": 32, "passes": 1}),
+    ((2, 8, 33, 33), True, {}, "nhwc-5-splits-one-pass-each", {"splits": 5, "passes": 1}),
+    ((1, 136, 5, 5), True, {}, "nhwc-c136-masked-second-channel-block", {"channel_blocks": 2}),
+    ((2, 8, 33, 33), True, {"target_programs": 4}, "nhwc-2-splits-up-to-3-passes-last-short",
+     {"splits": 2, "passes": 3}),
+    ((2, 8, 33, 33), True, {"target_programs": 2}, "nhwc-1-split-walking-5-row-blocks", {"splits": 1, "passes": 5}),
 ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("shape,channels_last,changes,covers", GPU_ACT_CASES, ids=[c[3] for c in GPU_ACT_CASES])
-def test_act_sign_kernel_with_gpu_tiles(shape, channels_last, changes, covers, dtype):
+@pytest.mark.parametrize("shape,channels_last,changes,covers,expected", GPU_ACT_CASES,
+                         ids=[c[3] for c in GPU_ACT_CASES])
+def test_act_sign_kernel_with_gpu_tiles(shape, channels_last, changes, covers, expected, dtype):
     with tiles.use(tiles.GPU, **changes):
+        config = act_kernels.backward_config(shape, dtype, channels_last, True, "ede")
+        assert tiling(config, shape).items() >= expected.items()
         check_act_sign_kernel(shape, channels_last, dtype, "ede")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("shape", [(3, 512, 3, 3), (6, 100, 3, 3)], ids=["row4608-two-blocks", "rows-packed"])
-def test_weight_sign_kernel_with_gpu_tiles(shape, channels_last, dtype):
+@pytest.mark.parametrize("shape,expected", [((3, 512, 3, 3), {"rows_per_program": 1, "passes": 3}),
+                                            ((6, 100, 3, 3), {"rows_per_program": 2, "passes": 1})],
+                         ids=["row4608-three-blocks", "rows-packed"])
+def test_weight_sign_kernel_with_gpu_tiles(shape, expected, channels_last, dtype):
     with tiles.use(tiles.GPU):
+        for config in (weight_kernels.forward_config(shape, dtype, True), weight_kernels.backward_config(shape, dtype, True, "ede")):
+            assert tiling(config, shape).items() >= expected.items()
         check_weight_sign_kernel(shape, channels_last, dtype, "ede")
+
+
+def test_gpu_launches_pass_num_warps_for_8_elements_per_thread():
+    # one fp32 value per thread and element; the 16-bit forward holds twice as many elements (the same bytes)
+    with tiles.use(tiles.GPU):
+        configs = [act_kernels.forward_config((2, 8, 33, 33), torch.float32, False, True),
+                   act_kernels.backward_config((2, 8, 33, 33), torch.float32, False, True, "ede"),
+                   act_kernels.backward_config((2, 8, 33, 33), torch.float32, True, True, "ede"),
+                   weight_kernels.forward_config((64, 64, 3, 3), torch.float32, True),
+                   weight_kernels.backward_config((64, 64, 3, 3), torch.float32, True, "ede")]
+        for config in configs:
+            elements = 1
+            for name, value in config.constexprs.items():
+                if name.startswith("BLOCK"):
+                    elements *= value
+            assert elements == config.num_warps * 32 * tiles.ELEMENTS_PER_THREAD, config.describe()
+        half = act_kernels.forward_config((2, 8, 33, 33), torch.bfloat16, False, True)
+        assert half.constexprs["BLOCK"] == 2 * configs[0].constexprs["BLOCK"] and half.num_warps == configs[0].num_warps
 
 
 def test_tile_sizes_are_checked_and_restored():

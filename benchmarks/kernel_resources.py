@@ -1,0 +1,493 @@
+"""What the Triton kernels compile to on each GPU target, without a GPU: registers, spills, shared memory, occupancy.
+
+    python -m benchmarks.kernel_resources                      # sm_80, sm_90, sm_100
+    python -m benchmarks.kernel_resources --arch 75 80 86 89 90 100 120 --out /tmp/results
+
+Every kernel specialization the four paper models launch: each binary layer's activation and weight shape (found
+by running the models on the meta device at their recipes' batch and image size), stored in fp32, bf16 and fp16 (and
+fp32 weights with a bf16/fp16 sign, as under autocast), NCHW and channels_last, with and without shift / alpha, every
+surrogate. The launchers themselves run on meta tensors inside `sdbnn.kernels.launches.recording()`, so the tiles,
+grids, num_warps and arguments compiled here are exactly the ones they launch. Identical specializations (most
+layers share one) compile once per target, with Triton's own compiler (`triton.compiler.compile` for an explicit
+`GPUTarget`); `cuobjdump -res-usage` (shipped in the triton wheel) reads registers, stack and local memory.
+
+Writes ``kernel-resources-triton<version>-<date>.{json,md}`` (rows: kernel, arch, constexprs, num_warps, registers,
+spill_bytes, shared_bytes, occupancy, compiled, ...) and exits 1 when a target below is missed: every row compiles,
+no row spills, every act_sign row reaches ≥ 50% theoretical occupancy on sm_90, no weight_sign row needs 255
+registers (the most a thread can have: the compiler would spill next).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ARCHS = (80, 90, 100)
+MODELS = ("resnet20", "vgg_small", "resnet18_cifar", "resnet18_imagenet")
+# model -> (recipe, accelerate config its batch is split over or None, image size)
+RECIPES = {
+    "resnet20": ("cifar10_resnet20.yaml", None, 32),
+    "vgg_small": ("cifar10_vgg_small.yaml", None, 32),
+    "resnet18_cifar": ("cifar10_resnet18_cifar.yaml", None, 32),
+    "resnet18_imagenet": ("imagenet_stage2.yaml", "accelerate_2gpu.yaml", 224),
+}
+STORAGE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# weight dtype -> sign dtype: the same dtype, plus fp32 weights signed into autocast's bf16/fp16
+WEIGHT_STORAGE = [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "bf16"), ("fp32", "fp16")]
+TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SmLimits:
+    max_warps: int  # resident warps per SM
+    max_blocks: int  # resident blocks per SM
+    shared_bytes: int  # shared memory per SM (the largest carve-out)
+    reserved_shared: int  # shared memory the driver reserves per block
+
+
+# Per-SM limits (CUDA C++ Programming Guide, "Technical Specifications per Compute Capability"). All of them: 65,536
+# 32-bit registers per SM in 4 sub-partitions (a warp's registers live in one), allocated per warp in units of 256,
+# at most 255 per thread; shared memory allocated in units of 128 bytes.
+ARCHS = {
+    75: SmLimits(max_warps=32, max_blocks=16, shared_bytes=64 * 1024, reserved_shared=0),  # Turing
+    80: SmLimits(max_warps=64, max_blocks=32, shared_bytes=164 * 1024, reserved_shared=1024),  # A100
+    86: SmLimits(max_warps=48, max_blocks=16, shared_bytes=100 * 1024, reserved_shared=1024),  # GA10x
+    89: SmLimits(max_warps=48, max_blocks=24, shared_bytes=100 * 1024, reserved_shared=1024),  # Ada
+    90: SmLimits(max_warps=64, max_blocks=32, shared_bytes=228 * 1024, reserved_shared=1024),  # H100, H200
+    100: SmLimits(max_warps=64, max_blocks=32, shared_bytes=228 * 1024, reserved_shared=1024),  # B200
+    120: SmLimits(max_warps=48, max_blocks=32, shared_bytes=128 * 1024, reserved_shared=1024),  # RTX 50xx
+}
+REGISTERS_PER_SM, SUB_PARTITIONS, REGISTER_UNIT, MAX_REGISTERS, SHARED_UNIT = 65536, 4, 256, 255, 128
+ACT_SIGN_MIN_OCCUPANCY = 0.5  # on sm_90
+OCCUPANCY_ARCH = 90
+
+
+def occupancy(arch: int, registers: int, num_warps: int, shared_bytes: int) -> tuple[float, int, str]:
+    """(resident warps ÷ the SM's maximum, resident blocks, the limiting resource) for one block of ``num_warps``
+    warps using ``registers`` per thread and ``shared_bytes`` of shared memory."""
+    sm = ARCHS[arch]
+    per_warp = math.ceil(max(registers, 1) * 32 / REGISTER_UNIT) * REGISTER_UNIT
+    warps_by_registers = (REGISTERS_PER_SM // SUB_PARTITIONS // per_warp) * SUB_PARTITIONS
+    shared = math.ceil((shared_bytes + sm.reserved_shared) / SHARED_UNIT) * SHARED_UNIT
+    limits = {
+        "warps": sm.max_warps // num_warps,
+        "registers": warps_by_registers // num_warps,
+        "blocks": sm.max_blocks,
+        "shared": sm.shared_bytes // shared if shared else sm.max_blocks,
+    }
+    limit = min(limits, key=limits.get)
+    blocks = limits[limit]
+    return blocks * num_warps / sm.max_warps, blocks, limit
+
+
+# --- which launches the models make --------------------------------------------------------------------------
+
+
+def recipe_batch(model: str) -> tuple[int, int]:
+    """(per-device batch, image size) of ``model``'s training recipe."""
+    recipe, accelerate, size = RECIPES[model]
+    batch = yaml.safe_load((ROOT / "launch/configs" / recipe).read_text())["batch_size"]
+    if accelerate:  # the recipe's batch is global, split over the accelerate config's processes
+        batch //= yaml.safe_load((ROOT / "launch/configs" / accelerate).read_text())["num_processes"]
+    return batch, size
+
+
+def layer_shapes(model_name: str) -> list[dict]:
+    """Every SDConv2d of the model: its name, input (B, C, H, W) and weight shape, from a meta-device forward."""
+    import sdbnn
+
+    recipe, _, _ = RECIPES[model_name]
+    options = yaml.safe_load((ROOT / "launch/configs" / recipe).read_text()).get("model_options") or {}
+    batch, size = recipe_batch(model_name)
+    with torch.device("meta"):
+        model = sdbnn.create_model(model_name, **options)
+    layers = []
+    for name, module in model.named_modules():
+        if isinstance(module, sdbnn.SDConv2d):
+            def record(module, inputs, name=name):
+                layers.append({"layer": name, "input": tuple(inputs[0].shape), "weight": tuple(module.weight.shape),
+                               "binary_weights": module.binary_weights})
+            module.register_forward_pre_hook(record)
+    with torch.no_grad():
+        model(torch.empty(batch, 3, size, size, device="meta"))
+    return layers
+
+
+def layer_uses(layers_by_model: dict[str, list[dict]]) -> tuple[dict, dict]:
+    """({activation shape: layers}, {binary weight shape: layers}) over all models."""
+    activations, weights = defaultdict(list), defaultdict(list)
+    for model, layers in layers_by_model.items():
+        for layer in layers:
+            activations[layer["input"]].append(f"{model}.{layer['layer']}")
+            if layer["binary_weights"]:
+                weights[layer["weight"]].append(f"{model}.{layer['layer']}")
+    return activations, weights
+
+
+def recorded_launches(activation_shapes: dict, weight_shapes: dict, act_storage=tuple(STORAGE),
+                      weight_storage=tuple(WEIGHT_STORAGE), channels_last=(False, True), optional=(False, True),
+                      surrogates=None):
+    """Yield (launch, what it is for) for every launch the launchers make over the sweep, from meta tensors.
+    ``optional``: without / with shift and alpha; ``surrogates``: the backward's (default all)."""
+    from sdbnn import reference
+    from sdbnn.kernels import act_sign, launches, weight_sign
+
+    surrogates = surrogates or reference.SURROGATES
+    meta = torch.device("meta")
+    k = t = torch.empty((), device=meta)
+
+    def run(call, use, inputs):
+        with launches.recording() as recorded:
+            call()
+        for item in recorded:
+            yield item, {**use, "read_bytes": streamed_read_bytes(item, inputs)}
+
+    for shape, used_by in activation_shapes.items():
+        for dtype_name in act_storage:
+            for layout in channels_last:
+                x = torch.empty(shape, dtype=STORAGE[dtype_name], device=meta)
+                if layout:
+                    x = x.to(memory_format=torch.channels_last)
+                grad = torch.empty_like(x)
+                for with_shift in optional:
+                    shift = torch.empty(shape[:2], dtype=x.dtype, device=meta) if with_shift else None
+                    use = {"shape": shape, "dtype": dtype_name, "layout": "channels_last" if layout else "nchw",
+                           "used_by": used_by}
+                    yield from run(lambda: act_sign.forward(x, shift), use, [x])
+                    for surrogate in surrogates:
+                        yield from run(lambda: act_sign.backward(grad, x, shift, k, t, surrogate), use, [grad, x])
+    for shape, used_by in weight_shapes.items():
+        for weight_name, sign_name in weight_storage:
+            w = torch.empty(shape, dtype=STORAGE[weight_name], device=meta)
+            grad = torch.empty(shape, dtype=STORAGE[sign_name], device=meta)
+            for with_alpha in optional:
+                alpha = torch.empty(shape[0], dtype=w.dtype, device=meta) if with_alpha else None
+                use = {"shape": shape, "dtype": weight_name if weight_name == sign_name else f"{weight_name}->{sign_name}",
+                       "layout": "any", "used_by": used_by}
+                yield from run(lambda: weight_sign.forward(w, alpha, grad.dtype), use, [w])
+                for surrogate in surrogates:
+                    yield from run(lambda: weight_sign.backward(grad, w, alpha, k, t, surrogate), use, [grad, w])
+
+
+def specialization(recorded) -> tuple[dict, dict, dict]:
+    """(signature, constexprs, attrs) of a launch as Triton's JIT specializes it on a GPU: tensors are typed pointers
+    aligned to 16 bytes (torch's allocations are), ints are i32 (i64 past 2^31), the int 1 becomes a constant and
+    multiples of 16 are marked divisible by 16."""
+    config = recorded.config
+    values = dict(zip(config.kernel.arg_names, recorded.args)) | dict(config.runtime)
+    signature, constexprs, attrs = {}, dict(config.constexprs), {}
+    for index, name in enumerate(config.kernel.arg_names):
+        if name in constexprs:
+            signature[name] = "constexpr"
+            continue
+        value = values[name]
+        if isinstance(value, torch.Tensor):
+            signature[name] = "*" + TRITON_TYPES[value.dtype]
+            attrs[(index,)] = [["tt.divisibility", 16]]
+        elif value == 1:
+            signature[name], constexprs[name] = "constexpr", 1
+        else:
+            signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
+            if value % 16 == 0:
+                attrs[(index,)] = [["tt.divisibility", 16]]
+    return signature, constexprs, attrs
+
+
+# --- compiling and reading resources -------------------------------------------------------------------------
+
+
+def tool(name: str) -> Path:
+    import triton
+
+    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: this triton install has no NVIDIA backend tools")
+    return path
+
+
+def nvidia_backend_available() -> str | None:
+    """None when kernels can be compiled for NVIDIA targets here, else why not."""
+    try:
+        import triton.backends
+
+        if "nvidia" not in triton.backends.backends:
+            return "triton has no NVIDIA backend"
+        tool("ptxas"), tool("cuobjdump")
+    except (ImportError, FileNotFoundError) as error:
+        return str(error)
+    return None
+
+
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """REG, STACK, SHARED (static) and LOCAL of the one kernel in ``cubin``, from `cuobjdump -res-usage`."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
+        file.write(cubin)
+        file.flush()
+        text = subprocess.run([str(tool("cuobjdump")), "-res-usage", file.name], capture_output=True, text=True,
+                              check=True).stdout
+    match = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", text)
+    if match is None:
+        raise RuntimeError(f"cannot read cuobjdump's resource usage from:\n{text}")
+    return dict(zip(("registers", "stack", "static_shared", "local"), map(int, match.groups())))
+
+
+def compile_for(recorded, arch: int) -> dict[str, Any]:
+    import triton
+    import triton.compiler
+    from triton.backends.compiler import GPUTarget
+
+    signature, constexprs, attrs = specialization(recorded)
+    source = triton.compiler.ASTSource(fn=recorded.config.kernel, signature=signature, constexprs=constexprs,
+                                       attrs=attrs)
+    compiled = triton.compiler.compile(source, target=GPUTarget("cuda", arch, 32),
+                                       options={"num_warps": recorded.config.num_warps})
+    usage = resource_usage(compiled.asm["cubin"])
+    return {**usage, "dynamic_shared": compiled.metadata.shared}
+
+
+def launch_key(recorded) -> str:
+    signature, constexprs, attrs = specialization(recorded)
+    attrs = {str(key): value for key, value in attrs.items()}
+    return json.dumps([recorded.config.name, signature, {k: str(v) for k, v in constexprs.items()}, attrs,
+                       recorded.config.num_warps], sort_keys=True)
+
+
+def streamed_read_bytes(recorded, inputs: list[torch.Tensor]) -> int:
+    """Bytes read per element from the full-size input tensors (x and g, or w and g)."""
+    largest = max(arg.numel() for arg in recorded.args if isinstance(arg, torch.Tensor))
+    seen = []
+    for arg in recorded.args:
+        if isinstance(arg, torch.Tensor) and arg.numel() == largest and not any(arg is s for s in seen):
+            seen.append(arg)
+    return sum(arg.element_size() for arg in seen if any(arg is given for given in inputs))
+
+
+def compile_rows(launches, archs: list[int], log=print) -> list[dict]:
+    """One row per distinct specialization among ``launches`` ((launch, use) pairs) and target."""
+    unique: dict[str, dict] = {}
+    for recorded, use in launches:
+        entry = unique.setdefault(launch_key(recorded), {"recorded": recorded, "use": use, "used_by": set()})
+        entry["used_by"].update(use["used_by"])
+    log(f"{len(unique)} distinct kernel specializations; compiling for sm_{', sm_'.join(map(str, archs))}")
+    rows = []
+    for number, entry in enumerate(unique.values(), 1):
+        recorded, use = entry["recorded"], entry["use"]
+        config = recorded.config
+        tile_elements = math.prod(value for name, value in config.constexprs.items() if name.startswith("BLOCK"))
+        signature, constexprs, _ = specialization(recorded)
+        base = {
+            "kernel": config.name,
+            "constexprs": constexprs,
+            "num_warps": config.num_warps,
+            "signature": {name: kind for name, kind in signature.items() if kind != "constexpr"},
+            "example": {"shape": list(use["shape"]), "dtype": use["dtype"], "layout": use["layout"],
+                        "grid": list(config.grid), **({"runtime": dict(config.runtime)} if config.runtime else {})},
+            "tile_elements": tile_elements,
+            "layers": len(entry["used_by"]),
+        }
+        for arch in archs:
+            row = {**base, "arch": f"sm_{arch}"}
+            try:
+                usage = compile_for(recorded, arch)
+            except Exception as error:  # noqa: BLE001 - a failed compile is a result row
+                rows.append({**row, "compiled": False, "error": f"{type(error).__name__}: {error}"[:2000]})
+                continue
+            shared = usage["dynamic_shared"] + usage["static_shared"]
+            fraction, blocks, limit = occupancy(arch, usage["registers"], config.num_warps, shared)
+            rows.append({
+                **row, "compiled": True, "registers": usage["registers"],
+                "spill_bytes": usage["stack"] + usage["local"], "stack_bytes": usage["stack"],
+                "local_bytes": usage["local"], "shared_bytes": shared, "occupancy": round(fraction, 4),
+                "resident_blocks": blocks, "occupancy_limit": limit,
+                "read_bytes_in_flight_per_sm": blocks * tile_elements * use["read_bytes"],
+            })
+        if number % 50 == 0:
+            log(f"  {number}/{len(unique)} specializations")
+    return rows
+
+
+# A small and a large layer (ResNet-20's last stage at batch 128, ResNet-18's first at batch 256 and 224 px) in the
+# dtypes a GPU trains with (bf16 activations; fp32 weights signed into bf16), with shift/alpha and EDE: the default
+# test suite compiles these (tests/test_kernel_resources.py); the full sweep stays here.
+REPRESENTATIVE = {"activations": [(128, 64, 8, 8), (256, 64, 56, 56)], "weights": [(64, 64, 3, 3), (512, 512, 3, 3)]}
+
+
+def representative_rows(arch: int = OCCUPANCY_ARCH) -> list[dict]:
+    launches = recorded_launches(
+        {shape: ["representative"] for shape in REPRESENTATIVE["activations"]},
+        {shape: ["representative"] for shape in REPRESENTATIVE["weights"]},
+        act_storage=("bf16",), weight_storage=(("fp32", "bf16"),), optional=(True,), surrogates=("ede",),
+    )
+    return compile_rows(launches, [arch], log=lambda message: None)
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """What misses the targets, one line each (empty: all met)."""
+    failures = []
+    for row in rows:
+        what = f"{row['arch']} {row['kernel']} {row['constexprs']} num_warps={row['num_warps']}"
+        if not row["compiled"]:
+            failures.append(f"{what}: did not compile: {row['error'].splitlines()[0]}")
+            continue
+        if row["spill_bytes"]:
+            failures.append(f"{what}: {row['spill_bytes']} bytes of spills")
+        if (row["kernel"].startswith("act_sign") and row["arch"] == f"sm_{OCCUPANCY_ARCH}"
+                and row["occupancy"] < ACT_SIGN_MIN_OCCUPANCY):
+            failures.append(f"{what}: occupancy {row['occupancy']:.0%} < {ACT_SIGN_MIN_OCCUPANCY:.0%}")
+        if row["kernel"].startswith("weight_sign") and row["registers"] >= MAX_REGISTERS:
+            failures.append(f"{what}: {row['registers']} registers (the limit)")
+    return failures
+
+
+# --- report ----------------------------------------------------------------------------------------------------
+
+
+def _span(values: list[float], fmt: str = "{}") -> str:
+    low, high = min(values), max(values)
+    return fmt.format(low) if low == high else f"{fmt.format(low)}–{fmt.format(high)}"
+
+
+def _tile_text(constexprs: dict) -> str:
+    return ", ".join(f"{name}={value}" for name, value in constexprs.items() if name.startswith(("BLOCK", "CHANNELS")))
+
+
+def markdown(result: dict) -> str:
+    rows, failures = result["rows"], result["target_misses"]
+    compiled = [row for row in rows if row["compiled"]]
+    lines = [
+        f"# Kernel resources: triton {result['triton']}, {', '.join(result['archs'])}",
+        "",
+        f"Compiled without a GPU on {result['date']} by `{result['command']}` at commit {result['commit']}"
+        f"{' (with uncommitted changes)' if result['uncommitted_changes'] else ''}; torch {result['torch']}, "
+        f"triton {result['triton']}. {result['layers']} binary layers of {', '.join(MODELS)} at their recipes' "
+        f"per-device batch and image size ({'; '.join(f'{m}: {b}×{s}²' for m, (b, s) in result['inputs'].items())}), "
+        "fp32/bf16/fp16 storage (and fp32 weights with bf16/fp16 signs), NCHW and channels_last, with and without "
+        f"shift/alpha, every surrogate: {result['specializations']} distinct specializations, {len(rows)} rows "
+        f"({len(compiled)} compiled).",
+        "",
+        "Registers, stack and local memory from `cuobjdump -res-usage`; spill bytes = stack + local. Occupancy = "
+        "resident warps ÷ the SM's maximum, from registers (per warp, in units of 256, in 4 sub-partitions), warps "
+        "per block, shared memory (dynamic + static + the driver's 1 KB per block) and the blocks-per-SM limit "
+        "(`ARCHS` in benchmarks/kernel_resources.py). Reads in flight = resident blocks × tile elements × bytes read "
+        "per element (x and g, or w and g): a Little's-law estimate of what keeps HBM busy (H200: 4.8 TB/s × ~1 µs "
+        "÷ 132 SMs ≈ 36 KB per SM). These are predictions; only a GPU measures the bandwidth they reach.",
+        "",
+        "## Targets",
+        "",
+    ]
+    if failures:
+        lines += [f"**{len(failures)} missed:**", ""] + [f"- {line}" for line in failures[:60]]
+        if len(failures) > 60:
+            lines.append(f"- … and {len(failures) - 60} more (in the JSON's `target_misses`)")
+    else:
+        lines.append(f"All met: every row compiled, 0 spill bytes on every target, every act_sign specialization "
+                     f"≥ {ACT_SIGN_MIN_OCCUPANCY:.0%} theoretical occupancy on sm_{OCCUPANCY_ARCH}, every weight_sign "
+                     f"specialization below {MAX_REGISTERS} registers.")
+    lines += ["", "## Per kernel and target", "",
+              "| kernel | arch | specializations | compiled | num_warps | registers | spill bytes | shared bytes | "
+              "occupancy | reads in flight per SM |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["kernel"], row["arch"])].append(row)
+    for (kernel, arch), group in sorted(groups.items(), key=lambda item: (item[0][0], int(item[0][1][3:]))):
+        done = [row for row in group if row["compiled"]]
+        if not done:
+            lines.append(f"| {kernel} | {arch} | {len(group)} | 0 | | | | | | |")
+            continue
+        lines.append(
+            f"| {kernel} | {arch} | {len(group)} | {len(done)} | {_span([r['num_warps'] for r in done])} | "
+            f"{_span([r['registers'] for r in done])} | {_span([r['spill_bytes'] for r in done])} | "
+            f"{_span([r['shared_bytes'] for r in done])} | {_span([r['occupancy'] for r in done], '{:.0%}')} | "
+            f"{_span([r['read_bytes_in_flight_per_sm'] / 1024 for r in done], '{:.0f} KB')} |"
+        )
+    lines += ["", "## Launch configurations the launchers choose", "",
+              "Per kernel, each distinct tile and num_warps, with one layer shape that gets it, its grid and its sm_90 "
+              "resources (fp32 storage, with shift/alpha, EDE for the backward kernels).", "",
+              "| kernel | tile | num_warps | example (shape, layout) | grid | layers | sm_90 registers | sm_90 occupancy |",
+              "|---|---|---|---|---|---|---|---|"]
+    seen = set()
+    for row in rows:
+        if row["arch"] != f"sm_{OCCUPANCY_ARCH}" or not row["compiled"] or row["example"]["dtype"] != "fp32":
+            continue
+        constexprs = row["constexprs"]
+        if not (constexprs.get("HAS_SHIFT", True) and constexprs.get("HAS_ALPHA", True)
+                and constexprs.get("SURROGATE", 0) == 0):
+            continue
+        key = (row["kernel"], _tile_text(constexprs), row["num_warps"])
+        if key in seen:
+            continue
+        seen.add(key)
+        example = row["example"]
+        runtime = f" {example['runtime']}" if "runtime" in example else ""
+        lines.append(
+            f"| {row['kernel']} | {_tile_text(constexprs)} | {row['num_warps']} | "
+            f"{'×'.join(map(str, example['shape']))} {example['layout']} | {example['grid']}{runtime} | "
+            f"{row['layers']} | {row['registers']} | {row['occupancy']:.0%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernel_resources", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", nargs="+", type=int, default=list(DEFAULT_ARCHS), choices=sorted(ARCHS),
+                        help="compute capabilities to compile for (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for JSON + markdown")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        parser.error("unset TRITON_INTERPRET: the kernels must be compiled, not interpreted")
+    problem = nvidia_backend_available()
+    if problem:
+        parser.error(f"cannot compile for NVIDIA targets: {problem}")
+
+    import triton
+
+    from sdbnn.io import atomic_write
+    from sdbnn.provenance import commit
+
+    log = lambda message: print(message, flush=True)  # noqa: E731
+    layers_by_model = {model: layer_shapes(model) for model in MODELS}
+    log(f"{sum(len(layers) for layers in layers_by_model.values())} binary layers in {len(MODELS)} models")
+    rows = compile_rows(recorded_launches(*layer_uses(layers_by_model)), args.arch, log)
+    failures = targets(rows)
+    today = datetime.date.today().isoformat()
+    result = {
+        "triton": triton.__version__, "torch": torch.__version__, "date": today, **commit(),
+        "command": " ".join(["python -m benchmarks.kernel_resources", *(argv if argv is not None else sys.argv[1:])]),
+        "archs": [f"sm_{arch}" for arch in args.arch],
+        "inputs": {model: recipe_batch(model) for model in MODELS},
+        "layers": sum(len(layers) for layers in layers_by_model.values()),
+        "specializations": len(rows) // len(args.arch),
+        "arch_limits": {f"sm_{arch}": dataclasses.asdict(limits) for arch, limits in ARCHS.items()},
+        "target_misses": failures,
+        "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"kernel-resources-triton{triton.__version__}-{today}"
+    atomic_write(args.out / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
+    atomic_write(args.out / f"{stem}.md", lambda tmp: tmp.write_text(markdown(result)))
+    print(f"wrote {args.out / stem}.json and .md: {len(rows)} rows, "
+          + (f"{len(failures)} target misses" if failures else "every target met"))
+    for line in failures[:20]:
+        print("  " + line)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The kernels compile for an H100/H200 (sm_90) without spilling and the act_sign kernels keep half the SM's warps
+resident, at the configurations the launchers choose for a small and a large layer (no GPU needed: Triton compiles
+for an explicit target). The full sweep over every model layer, dtype and target is `python -m
+benchmarks.kernel_resources`; this is its fast subset, plus the occupancy arithmetic it relies on."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import kernel_resources
+from helpers import ROOT, cpu_env
+
+# Compiling needs the kernels as JIT functions, so it runs in a process without TRITON_INTERPRET.
+SUBSET_SCRIPT = """
+import json
+from benchmarks import kernel_resources
+problem = kernel_resources.nvidia_backend_available()
+print(json.dumps({"skip": problem} if problem else {"rows": kernel_resources.representative_rows()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def sm90_rows():
+    done = subprocess.run([sys.executable, "-c", SUBSET_SCRIPT], capture_output=True, text=True, timeout=300,
+                          env=cpu_env(), cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if "skip" in result:
+        pytest.skip(f"cannot compile for NVIDIA targets here: {result['skip']}")
+    return result["rows"]
+
+
+def test_kernels_compile_for_sm90_without_spills_at_the_launchers_configurations(sm90_rows):
+    kernels = {row["kernel"] for row in sm90_rows}
+    assert kernels == {"act_sign.forward", "act_sign.backward_planes", "act_sign.backward_channels_last",
+                       "weight_sign.forward", "weight_sign.backward"}
+    # every configuration the launchers choose for the two layers was compiled (identical ones compile once)
+    import torch
+
+    from sdbnn.kernels import act_sign, tiles, weight_sign
+
+    compiled = [(row["kernel"], row["constexprs"], row["num_warps"]) for row in sm90_rows]
+    with tiles.use(tiles.GPU):
+        configs = [config for shape in kernel_resources.REPRESENTATIVE["activations"] for layout in (False, True)
+                   for config in (act_sign.forward_config(shape, torch.bfloat16, layout, True),
+                                  act_sign.backward_config(shape, torch.bfloat16, layout, True, "ede"))]
+        configs += [config for shape in kernel_resources.REPRESENTATIVE["weights"]
+                    for config in (weight_sign.forward_config(shape, torch.float32, True, torch.bfloat16),
+                                   weight_sign.backward_config(shape, torch.float32, True, "ede"))]
+    for config in configs:
+        assert any(name == config.name and constexprs.items() >= config.constexprs.items() and warps == config.num_warps
+                   for name, constexprs, warps in compiled), config.describe()
+    assert all(row["arch"] == "sm_90" for row in sm90_rows)
+    assert kernel_resources.targets(sm90_rows) == []  # compiled, 0 spill bytes, act_sign ≥ 50% occupancy
+
+
+def test_targets_report_each_kind_of_miss():
+    good = {"kernel": "act_sign.forward", "arch": "sm_90", "constexprs": {}, "num_warps": 8, "compiled": True,
+            "registers": 32, "spill_bytes": 0, "occupancy": 1.0}
+    assert kernel_resources.targets([good]) == []
+    misses = kernel_resources.targets([
+        {**good, "compiled": False, "error": "CompilationError: boom"},
+        {**good, "spill_bytes": 8},
+        {**good, "occupancy": 0.375},
+        {**good, "arch": "sm_80", "occupancy": 0.375},  # the occupancy target is sm_90's
+        {**good, "kernel": "weight_sign.backward", "registers": 255, "occupancy": 0.125},
+    ])
+    assert len(misses) == 4
+    assert "did not compile" in misses[0] and "8 bytes of spills" in misses[1] and "occupancy 38%" in misses[2]
+    assert "255 registers" in misses[3]
+
+
+@pytest.mark.parametrize("arch,registers,warps,shared,expected", [
+    (90, 32, 8, 0, (1.0, 8, "warps")),  # 64 warps fit
+    (90, 40, 8, 0, (0.75, 6, "registers")),  # 40·32 = 1280 per warp: 12 per sub-partition, 48 warps, 6 blocks
+    (90, 255, 4, 0, (0.125, 2, "registers")),  # 256·32 = 8192 per warp: 2 per sub-partition
+    (90, 16, 1, 0, (0.5, 32, "blocks")),  # 32 one-warp blocks
+    (80, 48, 8, 100 * 1024, (0.125, 1, "shared")),  # 101 KB per block: one block in 164 KB
+    (86, 32, 8, 0, (1.0, 6, "warps")),  # 48 warps on GA10x
+])
+def test_occupancy_arithmetic(arch, registers, warps, shared, expected):
+    fraction, blocks, limit = kernel_resources.occupancy(arch, registers, warps, shared)
+    assert (round(fraction, 4), blocks, limit) == expected
+
+
+def test_specialization_follows_tritons_rules():
+    # what a GPU launch specializes on: typed 16-byte-aligned pointers, i32/i64 ints, 1 as a constant, ÷16 marked
+    import torch
+
+    from sdbnn.kernels import act_sign, launches
+
+    x = torch.empty(2, 3, 4, 4, device="meta")
+    with launches.recording() as recorded:
+        act_sign.forward(x, torch.empty(2, 3, device="meta", dtype=torch.bfloat16))
+    signature, constexprs, attrs = kernel_resources.specialization(recorded[0])
+    assert signature["x_ptr"] == "*fp32" and signature["shift_ptr"] == "*bf16"
+    assert signature["n_elements"] == "i32" and signature["C"] == "i32" and signature["HW"] == "i32"
+    names = recorded[0].config.kernel.arg_names
+    assert attrs[(names.index("HW"),)] == [["tt.divisibility", 16]] and (names.index("C"),) not in attrs
+    assert constexprs["BLOCK"] == recorded[0].config.constexprs["BLOCK"]
+    assert [kind for kind in signature.values()].count("constexpr") == len(recorded[0].config.constexprs)
