@@ -6,7 +6,8 @@
 Without --run it trains ResNet-20 on the bundled digits with the demo's recipe (launch/demo.sh: 15 epochs, batch 64,
 --t-cap 1; seed 0, one thread) into a scratch folder. It exports the run as ``python -m sdbnn.export --format onnx``
 does and runs `sdbnn.deploy.onnx_export.agreement` on every held-out image, with onnxruntime's graph optimisations
-off (what the export command checks) and on (onnxruntime's default). Writes onnx-agreement-<device>-<date>.{json,md}.
+off (what the export command checks) and on (onnxruntime's default). Writes
+onnx-agreement-<dataset>-<epochs>ep-<device>-<date>.{json,md}.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     command = " ".join(["python -m benchmarks.onnx_agreement", *(sys.argv[1:] if argv is None else argv)])
     result = {**environment(torch.device("cpu")), "command": command, **measured}
-    path = write_results(args.out, "onnx-agreement", result, markdown(result))
+    run = result["run"]
+    path = write_results(args.out, f"onnx-agreement-{run['dataset']}-{run['epochs']}ep", result, markdown(result))
     print(markdown(result) + f"\nwrote {path} and .md")
     return 0 if result["optimizations_off"]["passed"] else 1  # what sdbnn checks; the default is only measured
 

@@ -252,7 +252,7 @@ def test_onnx_agreement_benchmark_on_a_finished_run(tmp_path):
     command = [sys.executable, "-m", "benchmarks.onnx_agreement", "--run", str(run), "--out", str(tmp_path / "out")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=cpu_env(), cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    (json_file,) = (tmp_path / "out").glob("onnx-agreement-*.json")
+    (json_file,) = (tmp_path / "out").glob("onnx-agreement-digits-1ep-*.json")
     report, markdown = _read(json_file)
     assert report["run"]["best_top1"] == 0.2 and report["environment"]["commit"]
     assert report["command"].startswith("python -m benchmarks.onnx_agreement --run")
