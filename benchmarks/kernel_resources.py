@@ -177,8 +177,8 @@ def recorded_launches(activation_shapes: dict, weight_shapes: dict, act_storage=
             grad = torch.empty(shape, dtype=STORAGE[sign_name], device=meta)
             for with_alpha in optional:
                 alpha = torch.empty(shape[0], dtype=w.dtype, device=meta) if with_alpha else None
-                use = {"shape": shape, "dtype": weight_name if weight_name == sign_name else f"{weight_name}->{sign_name}",
-                       "layout": "any", "used_by": used_by}
+                dtype_name = weight_name if weight_name == sign_name else f"{weight_name}->{sign_name}"
+                use = {"shape": shape, "dtype": dtype_name, "layout": "any", "used_by": used_by}
                 yield from run(lambda: weight_sign.forward(w, alpha, grad.dtype), use, [w])
                 for surrogate in surrogates:
                     yield from run(lambda: weight_sign.backward(grad, w, alpha, k, t, surrogate), use, [grad, w])
@@ -279,6 +279,8 @@ def streamed_read_bytes(recorded, inputs: list[torch.Tensor]) -> int:
 
 def compile_rows(launches, archs: list[int], log=print) -> list[dict]:
     """One row per distinct specialization among ``launches`` ((launch, use) pairs) and target."""
+    from sdbnn.kernels.launches import json_value
+
     unique: dict[str, dict] = {}
     for recorded, use in launches:
         entry = unique.setdefault(launch_key(recorded), {"recorded": recorded, "use": use, "used_by": set()})
@@ -292,7 +294,7 @@ def compile_rows(launches, archs: list[int], log=print) -> list[dict]:
         signature, constexprs, _ = specialization(recorded)
         base = {
             "kernel": config.name,
-            "constexprs": constexprs,
+            "constexprs": {name: json_value(value) for name, value in constexprs.items()},
             "num_warps": config.num_warps,
             "signature": {name: kind for name, kind in signature.items() if kind != "constexpr"},
             "example": {"shape": list(use["shape"]), "dtype": use["dtype"], "layout": use["layout"],
@@ -395,8 +397,8 @@ def markdown(result: dict) -> str:
         if len(failures) > 60:
             lines.append(f"- … and {len(failures) - 60} more (in the JSON's `target_misses`)")
     else:
-        lines.append(f"All met: every row compiled, 0 spill bytes on every target, every act_sign specialization "
-                     f"≥ {ACT_SIGN_MIN_OCCUPANCY:.0%} theoretical occupancy on sm_{OCCUPANCY_ARCH}, every weight_sign "
+        lines.append(f"All met: every row compiled, 0 spill bytes on every target, every act_sign specialization ≥ "
+                     f"{ACT_SIGN_MIN_OCCUPANCY:.0%} theoretical occupancy on sm_{OCCUPANCY_ARCH}, every weight_sign "
                      f"specialization below {MAX_REGISTERS} registers.")
     lines += ["", "## Per kernel and target", "",
               "| kernel | arch | specializations | compiled | num_warps | registers | spill bytes | shared bytes | "
@@ -419,7 +421,8 @@ def markdown(result: dict) -> str:
     lines += ["", "## Launch configurations the launchers choose", "",
               "Per kernel, each distinct tile and num_warps, with one layer shape that gets it, its grid and its sm_90 "
               "resources (fp32 storage, with shift/alpha, EDE for the backward kernels).", "",
-              "| kernel | tile | num_warps | example (shape, layout) | grid | layers | sm_90 registers | sm_90 occupancy |",
+              "| kernel | tile | num_warps | example (shape, layout) | grid | layers | sm_90 registers "
+              "| sm_90 occupancy |",
               "|---|---|---|---|---|---|---|---|"]
     seen = set()
     for row in rows:

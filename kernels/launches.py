@@ -34,14 +34,15 @@ class LaunchConfig:
         return {
             "kernel": self.name,
             "grid": list(self.grid),
-            "constexprs": {key: _plain(value) for key, value in self.constexprs.items()},
+            "constexprs": {key: json_value(value) for key, value in self.constexprs.items()},
             "runtime": dict(self.runtime),
             "num_warps": self.num_warps,
         }
 
 
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, (bool, int, float, str)) else str(value)  # tl.float32 -> "fp32"
+def json_value(value: Any) -> Any:
+    """A constexpr as JSON: numbers and strings as they are, Triton dtypes by name (tl.float32 -> "fp32")."""
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
 @dataclasses.dataclass(frozen=True)

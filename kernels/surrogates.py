@@ -18,9 +18,14 @@ def sign(v):
     return tl.where(v > 0, 1.0, tl.where(v < 0, -1.0, v))
 
 
+def compute_type(dtype: torch.dtype) -> tl.dtype:
+    """The kernels' math type (their COMPUTE constexpr) for the op layer's math dtype (`reference.compute_dtype`)."""
+    return {torch.float32: tl.float32, torch.float64: tl.float64}[dtype]
+
+
 @triton.jit
 def surrogate_derivative(v, k, t, SURROGATE: tl.constexpr):
-    """d sign(v)/dv in fp32; k and t are fp32 scalars (used by EDE only)."""
+    """d sign(v)/dv in v's dtype (the kernel's COMPUTE); k and t are scalars of that dtype (used by EDE only)."""
     if SURROGATE == 0:
         # k·t·(1 − tanh²(t·v)) with 1 − tanh²(z) = 4e / (1 + e)², e = exp(−2|z|): overflow-free, and
         # the interpreter has no libdevice tanh.
@@ -29,7 +34,7 @@ def surrogate_derivative(v, k, t, SURROGATE: tl.constexpr):
     elif SURROGATE == 1:
         derivative = tl.where((v >= -1.0) & (v < 1.0), 2.0 - 2.0 * tl.abs(v), 0.0)
     elif SURROGATE == 2:
-        derivative = tl.where(tl.abs(v) <= 1.0, 1.0, 0.0)
+        derivative = tl.where(tl.abs(v) <= 1.0, 1.0, 0.0).to(v.dtype)
     else:
         derivative = v * 0.0 + 1.0
     return derivative

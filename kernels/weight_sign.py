@@ -4,8 +4,9 @@ forward:  out = sign(W + sigmoid(alpha_c) · 0.01 · mean(W_c)), the signed mean
 backward: dW = g · surrogate'(W') and d(alpha_c) = sigmoid'(alpha_c) · 0.01 · mean(W_c) · Σ dW_c (mean is a constant)
 
 A program owns whole output-channel rows (Cin·kh·kw elements, ≤ 4,608 in the paper's models; short rows are packed
-several to a program), so the mean, the sign, dW and d(alpha) are all in-register reductions. Each row of an NCHW or channels_last weight is one dense block
-(the order inside it does not matter to any of these), so both layouts are read in place.
+several to a program, long ones walked in blocks), so the mean, the sign, dW and d(alpha) are all in-register
+reductions. Each row of an NCHW or channels_last weight is one dense block (the order inside it does not matter to any
+of these), so both layouts are read in place. The math runs in COMPUTE: fp32, or float64 when w or alpha is float64.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import triton.language as tl
 from sdbnn.kernels import tiles
 from sdbnn.kernels.launches import LaunchConfig, launch
 from sdbnn.kernels.layouts import dense, output_like
-from sdbnn.kernels.surrogates import SURROGATE_CODES, check_schedule_scalars, sign, surrogate_derivative
+from sdbnn.kernels.surrogates import SURROGATE_CODES, check_schedule_scalars, compute_type, sign, surrogate_derivative
+from sdbnn import reference
 from sdbnn.reference import WSD_MEAN_FRACTION
 
 
@@ -28,14 +30,14 @@ MAX_ROW_ELEMENTS = 2**30  # 32-bit offsets inside a program's rows (plus one til
 
 @triton.jit
 def _row_shift(w_ptr, alpha_ptr, offsets, rows, cols, row_mask, ROW, MEAN_FRACTION: tl.constexpr,
-               BLOCK_R: tl.constexpr, BLOCK: tl.constexpr):
+               BLOCK_R: tl.constexpr, BLOCK: tl.constexpr, COMPUTE: tl.constexpr):
     """(shift, sigmoid(alpha), scaled signed mean) per row of the tile, each of shape [BLOCK_R]."""
-    total = tl.zeros([BLOCK_R], dtype=tl.float32)
+    total = tl.zeros([BLOCK_R], dtype=COMPUTE)
     for start in range(0, ROW, BLOCK):
         block_mask = row_mask[:, None] & (cols[None, :] + start < ROW)
-        total += tl.sum(tl.load(w_ptr + offsets + start, mask=block_mask, other=0.0).to(tl.float32), axis=1)
+        total += tl.sum(tl.load(w_ptr + offsets + start, mask=block_mask, other=0.0).to(COMPUTE), axis=1)
     scaled_mean = MEAN_FRACTION * (total / ROW)
-    gate = 1.0 / (1.0 + tl.exp(-tl.load(alpha_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)))
+    gate = 1.0 / (1.0 + tl.exp(-tl.load(alpha_ptr + rows, mask=row_mask, other=0.0).to(COMPUTE)))
     return gate * scaled_mean, gate, scaled_mean
 
 
@@ -43,6 +45,7 @@ def _row_shift(w_ptr, alpha_ptr, offsets, rows, cols, row_mask, ROW, MEAN_FRACTI
 def _forward_kernel(
     w_ptr, alpha_ptr, out_ptr, n_rows, ROW,
     HAS_ALPHA: tl.constexpr, MEAN_FRACTION: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK: tl.constexpr,
+    COMPUTE: tl.constexpr,
 ):
     first_row = tl.program_id(0) * BLOCK_R
     first_element = first_row.to(tl.int64) * ROW
@@ -52,13 +55,13 @@ def _forward_kernel(
     row_mask = rows < n_rows
     cols = tl.arange(0, BLOCK)
     offsets = tl.arange(0, BLOCK_R)[:, None] * ROW + cols[None, :]  # 32-bit inside the program's rows
-    shift = tl.zeros([BLOCK_R], dtype=tl.float32)
+    shift = tl.zeros([BLOCK_R], dtype=COMPUTE)
     if HAS_ALPHA:
         shift, _gate, _mean = _row_shift(w_ptr, alpha_ptr, offsets, rows, cols, row_mask, ROW, MEAN_FRACTION, BLOCK_R,
-                                         BLOCK)
+                                         BLOCK, COMPUTE)
     for start in range(0, ROW, BLOCK):
         block_mask = row_mask[:, None] & (cols[None, :] + start < ROW)
-        v = tl.load(w_ptr + offsets + start, mask=block_mask, other=0.0).to(tl.float32) + shift[:, None]
+        v = tl.load(w_ptr + offsets + start, mask=block_mask, other=0.0).to(COMPUTE) + shift[:, None]
         tl.store(out_ptr + offsets + start, sign(v).to(out_ptr.dtype.element_ty), mask=block_mask)
 
 
@@ -66,7 +69,7 @@ def _forward_kernel(
 def _backward_kernel(
     g_ptr, w_ptr, alpha_ptr, k_ptr, t_ptr, dw_ptr, dalpha_ptr, n_rows, ROW,
     HAS_ALPHA: tl.constexpr, SURROGATE: tl.constexpr, MEAN_FRACTION: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK: tl.constexpr, COMPUTE: tl.constexpr,
 ):
     first_row = tl.program_id(0) * BLOCK_R
     first_element = first_row.to(tl.int64) * ROW
@@ -77,19 +80,19 @@ def _backward_kernel(
     row_mask = rows < n_rows
     cols = tl.arange(0, BLOCK)
     offsets = tl.arange(0, BLOCK_R)[:, None] * ROW + cols[None, :]  # 32-bit inside the program's rows
-    k = tl.load(k_ptr).to(tl.float32)
-    t = tl.load(t_ptr).to(tl.float32)
-    shift = tl.zeros([BLOCK_R], dtype=tl.float32)
-    gate = tl.zeros([BLOCK_R], dtype=tl.float32)
-    scaled_mean = tl.zeros([BLOCK_R], dtype=tl.float32)
+    k = tl.load(k_ptr).to(COMPUTE)
+    t = tl.load(t_ptr).to(COMPUTE)
+    shift = tl.zeros([BLOCK_R], dtype=COMPUTE)
+    gate = tl.zeros([BLOCK_R], dtype=COMPUTE)
+    scaled_mean = tl.zeros([BLOCK_R], dtype=COMPUTE)
     if HAS_ALPHA:
         shift, gate, scaled_mean = _row_shift(w_ptr, alpha_ptr, offsets, rows, cols, row_mask, ROW, MEAN_FRACTION,
-                                              BLOCK_R, BLOCK)
-    dw_total = tl.zeros([BLOCK_R], dtype=tl.float32)
+                                              BLOCK_R, BLOCK, COMPUTE)
+    dw_total = tl.zeros([BLOCK_R], dtype=COMPUTE)
     for start in range(0, ROW, BLOCK):
         block_mask = row_mask[:, None] & (cols[None, :] + start < ROW)
-        v = tl.load(w_ptr + offsets + start, mask=block_mask, other=0.0).to(tl.float32) + shift[:, None]
-        g = tl.load(g_ptr + offsets + start, mask=block_mask, other=0.0).to(tl.float32)
+        v = tl.load(w_ptr + offsets + start, mask=block_mask, other=0.0).to(COMPUTE) + shift[:, None]
+        g = tl.load(g_ptr + offsets + start, mask=block_mask, other=0.0).to(COMPUTE)
         dw = tl.where(block_mask, g * surrogate_derivative(v, k, t, SURROGATE), 0.0)
         tl.store(dw_ptr + offsets + start, dw.to(dw_ptr.dtype.element_ty), mask=block_mask)
         dw_total += tl.sum(dw, axis=1)
@@ -117,19 +120,25 @@ def _tile(shape: tuple[int, ...]) -> tuple[int, dict[str, int], int]:
     return triton.cdiv(rows, block_r), {"BLOCK_R": block_r, "BLOCK": block}, tiles.num_warps(block_r * block)
 
 
-def forward_config(shape: tuple[int, ...], dtype: torch.dtype, has_alpha: bool,
-                   out_dtype: torch.dtype | None = None) -> LaunchConfig:
-    """The forward launch for a weight of ``shape`` (out_channels, ...) stored in ``dtype``."""
+def forward_config(shape: tuple[int, ...], dtype: torch.dtype, has_alpha: bool, out_dtype: torch.dtype | None = None,
+                   compute_dtype: torch.dtype = torch.float32) -> LaunchConfig:
+    """The forward launch for a weight of ``shape`` (out_channels, ...) stored in ``dtype``, math in
+    ``compute_dtype``."""
     programs, tile, warps = _tile(shape)
-    return LaunchConfig(
-        _forward_kernel, (programs,), {"HAS_ALPHA": has_alpha, "MEAN_FRACTION": WSD_MEAN_FRACTION, **tile}, warps,
-    )
+    constexprs = {"HAS_ALPHA": has_alpha, "MEAN_FRACTION": WSD_MEAN_FRACTION, "COMPUTE": compute_type(compute_dtype)}
+    return LaunchConfig(_forward_kernel, (programs,), {**constexprs, **tile}, warps)
 
 
-def backward_config(shape: tuple[int, ...], dtype: torch.dtype, has_alpha: bool, surrogate: str) -> LaunchConfig:
+def backward_config(shape: tuple[int, ...], dtype: torch.dtype, has_alpha: bool, surrogate: str,
+                    compute_dtype: torch.dtype = torch.float32) -> LaunchConfig:
     programs, tile, warps = _tile(shape)
-    constexprs = {"HAS_ALPHA": has_alpha, "SURROGATE": SURROGATE_CODES[surrogate], "MEAN_FRACTION": WSD_MEAN_FRACTION}
+    constexprs = {"HAS_ALPHA": has_alpha, "SURROGATE": SURROGATE_CODES[surrogate], "MEAN_FRACTION": WSD_MEAN_FRACTION,
+                  "COMPUTE": compute_type(compute_dtype)}
     return LaunchConfig(_backward_kernel, (programs,), {**constexprs, **tile}, warps)
+
+
+def _compute_dtype(w: torch.Tensor, alpha: torch.Tensor | None) -> torch.dtype:
+    return reference.compute_dtype(w.dtype, *([] if alpha is None else [alpha.dtype]))
 
 
 def forward(w: torch.Tensor, alpha: torch.Tensor | None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -139,7 +148,7 @@ def forward(w: torch.Tensor, alpha: torch.Tensor | None, out_dtype: torch.dtype 
     out = output_like(w, out_dtype)
     if w.numel() == 0:
         return out
-    config = forward_config(tuple(w.shape), w.dtype, alpha is not None, out_dtype)
+    config = forward_config(tuple(w.shape), w.dtype, alpha is not None, out_dtype, _compute_dtype(w, alpha))
     launch(config, w, alpha.contiguous() if alpha is not None else w, out, w.shape[0], w[0].numel())
     return out
 
@@ -160,7 +169,7 @@ def backward(
         if dalpha is not None:
             dalpha.zero_()
         return dw, dalpha
-    config = backward_config(tuple(w.shape), w.dtype, alpha is not None, surrogate)
+    config = backward_config(tuple(w.shape), w.dtype, alpha is not None, surrogate, _compute_dtype(w, alpha))
     launch(config, grad, w, alpha.contiguous() if alpha is not None else w, k, t, dw,
            dalpha if dalpha is not None else w, w.shape[0], w[0].numel())
     return dw, dalpha

@@ -24,9 +24,20 @@ WEIGHT_SHAPES = [(1, 3, 3, 3), (5, 7, 1, 1), (16, 16, 3, 3), (24, 17, 5, 3), (3,
 # channels_last exists for 4-D weights only
 WEIGHT_CASES = [(shape, cl) for shape in WEIGHT_SHAPES for cl in [False, True][: 2 if len(shape) == 4 else 1]]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-# fp32 matches the fp32 reference to rounding; bf16/fp16 store one rounding of the fp32 result (2^-8 / 2^-11 relative).
-TOLERANCE = {torch.float32: (1e-5, 1e-6), torch.bfloat16: (1.6e-2, 1e-5), torch.float16: (2e-3, 1e-6)}
-EDE_POINTS = [(torch.tensor(1000.0), torch.tensor(1e-3)), (torch.tensor(1.0), torch.tensor(2.5))]
+# fp32 matches the fp32 reference to rounding; bf16/fp16 store one rounding of the fp32 result (2^-8 / 2^-11 relative);
+# float64 is computed in float64 (the kernels' exp form of 1 − tanh² against torch.tanh: ~1e-13 relative at most).
+TOLERANCE = {torch.float32: (1e-5, 1e-6), torch.bfloat16: (1.6e-2, 1e-5), torch.float16: (2e-3, 1e-6),
+             torch.float64: (1e-12, 1e-15)}
+# EDE's (k, t) at the schedule's start, end and middle (k = max(1/t, 1)): k·t is 1 at the start, so only k = 1000
+# shows a kernel that drops k, and only k = 1 with t > 1 a kernel that drops t.
+EDE_POINTS = [(torch.tensor(1000.0), torch.tensor(1e-3)), (torch.tensor(1.0), torch.tensor(2.5)),
+              (torch.tensor(10.0), torch.tensor(0.1))]
+EDE_POINT_IDS = ["k1000-t0.001", "k1-t2.5", "k10-t0.1"]
+# every surrogate, EDE at each schedule point: (surrogate, (k, t)), with ids for pytest
+SURROGATE_CASES = [("ede", point) for point in EDE_POINTS] + [(name, EDE_POINTS[1]) for name in reference.SURROGATES
+                                                             if name != "ede"]
+SURROGATE_CASE_IDS = [f"ede-{point}" for point in EDE_POINT_IDS] + [name for name in reference.SURROGATES
+                                                                     if name != "ede"]
 
 
 def nonzero_random(shape, dtype, scale=1.5, device="cpu"):
@@ -83,10 +94,11 @@ def _run_act(x, shift, grad, k, t, surrogate, through):
     return out.detach(), x_leaf.grad, shift_leaf.grad
 
 
-def check_act_sign(shape, channels_last, dtype, surrogate, device="cpu", through="kernel"):
+def check_act_sign(shape, channels_last, dtype, surrogate, device="cpu", through="kernel", ede=EDE_POINTS[1]):
     """Outputs and gradients against float64: of the kernel launchers (``through="kernel"``), or of the custom op
-    through autograd (``through="op"``: Triton on CUDA, the reference math on CPU without the interpreter)."""
-    k, t = (value.to(device) for value in EDE_POINTS[1])
+    through autograd (``through="op"``: Triton on CUDA, the reference math on CPU without the interpreter).
+    ``ede``: EDE's (k, t) (stored in float64 for float64 inputs, as a float64 model holds them)."""
+    k, t = (value.to(device, torch.float64 if dtype == torch.float64 else torch.float32) for value in ede)
     x = nonzero_random(shape, dtype, device=device)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
@@ -106,8 +118,8 @@ def check_act_sign(shape, channels_last, dtype, surrogate, device="cpu", through
         torch.testing.assert_close(dshift, shift_ref.grad, rtol=1e-4, atol=1e-4)
 
 
-def check_act_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu"):
-    check_act_sign(shape, channels_last, dtype, surrogate, device, through="kernel")
+def check_act_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu", ede=EDE_POINTS[1]):
+    check_act_sign(shape, channels_last, dtype, surrogate, device, through="kernel", ede=ede)
 
 
 def _run_weight(w, alpha, grad, k, t, surrogate, through, out_dtype):
@@ -124,10 +136,11 @@ def _run_weight(w, alpha, grad, k, t, surrogate, through, out_dtype):
     return out.detach(), w_leaf.grad, alpha_leaf.grad
 
 
-def check_weight_sign(shape, channels_last, dtype, surrogate, device="cpu", through="kernel", out_dtype=None):
+def check_weight_sign(shape, channels_last, dtype, surrogate, device="cpu", through="kernel", out_dtype=None,
+                      ede=EDE_POINTS[1]):
     """Like `check_act_sign`. ``out_dtype`` (autocast's): the sign is stored in it and the incoming gradient has it,
     while dW and d(alpha) keep the weight's dtype."""
-    k, t = (value.to(device) for value in EDE_POINTS[1])
+    k, t = (value.to(device, torch.float64 if dtype == torch.float64 else torch.float32) for value in ede)
     w = nonzero_random(shape, dtype, scale=0.3, device=device)
     if channels_last:
         w = w.to(memory_format=torch.channels_last)
@@ -153,5 +166,5 @@ def check_weight_sign(shape, channels_last, dtype, surrogate, device="cpu", thro
         torch.testing.assert_close(dalpha, a_ref.grad, rtol=1e-4, atol=1e-9)
 
 
-def check_weight_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu", out_dtype=None):
-    check_weight_sign(shape, channels_last, dtype, surrogate, device, through="kernel", out_dtype=out_dtype)
+def check_weight_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu", out_dtype=None, ede=EDE_POINTS[1]):
+    check_weight_sign(shape, channels_last, dtype, surrogate, device, through="kernel", out_dtype=out_dtype, ede=ede)

@@ -16,6 +16,8 @@ from sdbnn.testing import (
     ACT_SHAPES,
     DTYPES,
     EDE_POINTS,
+    SURROGATE_CASE_IDS,
+    SURROGATE_CASES,
     WEIGHT_CASES,
     check_act_sign,
     check_act_sign_kernel,
@@ -26,12 +28,16 @@ from sdbnn.testing import (
 )
 
 
-@pytest.mark.parametrize("surrogate", reference.SURROGATES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+# float64 runs in float64 (what proves the fused path equal to the official code, tests/test_official.py)
+KERNEL_DTYPES = DTYPES + [torch.float64]
+
+
+@pytest.mark.parametrize("surrogate,ede", SURROGATE_CASES, ids=SURROGATE_CASE_IDS)
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("shape", ACT_SHAPES, ids=str)
-def test_act_sign_kernel_matches_reference(shape, channels_last, dtype, surrogate):
-    check_act_sign_kernel(shape, channels_last, dtype, surrogate)
+def test_act_sign_kernel_matches_reference(shape, channels_last, dtype, surrogate, ede):
+    check_act_sign_kernel(shape, channels_last, dtype, surrogate, ede=ede)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
@@ -68,11 +74,11 @@ def test_act_sign_kernel_accepts_other_grad_layout_and_strided_views():
     assert torch.equal(act_kernels.forward(view, shift), torch.sign(view + shift[:, :, None, None]))
 
 
-@pytest.mark.parametrize("surrogate", reference.SURROGATES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("surrogate,ede", SURROGATE_CASES, ids=SURROGATE_CASE_IDS)
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
 @pytest.mark.parametrize("shape,channels_last", WEIGHT_CASES, ids=str)
-def test_weight_sign_kernel_matches_reference(shape, channels_last, dtype, surrogate):
-    check_weight_sign_kernel(shape, channels_last, dtype, surrogate)
+def test_weight_sign_kernel_matches_reference(shape, channels_last, dtype, surrogate, ede):
+    check_weight_sign_kernel(shape, channels_last, dtype, surrogate, ede=ede)
 
 
 def test_weight_sign_kernel_long_rows_and_no_alpha():
@@ -143,7 +149,8 @@ def test_act_sign_kernel_with_gpu_tiles(shape, channels_last, changes, covers, e
                          ids=["row4608-three-blocks", "rows-packed"])
 def test_weight_sign_kernel_with_gpu_tiles(shape, expected, channels_last, dtype):
     with tiles.use(tiles.GPU):
-        for config in (weight_kernels.forward_config(shape, dtype, True), weight_kernels.backward_config(shape, dtype, True, "ede")):
+        for config in (weight_kernels.forward_config(shape, dtype, True),
+                       weight_kernels.backward_config(shape, dtype, True, "ede")):
             assert tiling(config, shape).items() >= expected.items()
         check_weight_sign_kernel(shape, channels_last, dtype, "ede")
 
@@ -331,9 +338,8 @@ def test_weight_sign_dtype_outside_autocast_and_for_float64():
     torch.library.opcheck(torch.ops.sdbnn.weight_sign.default, (w.requires_grad_(), None, k, t, "ede", torch.bfloat16))
 
 
-def test_float64_gradients_match_closed_forms(monkeypatch):
-    # The op layer's CPU math keeps float64 in float64 (the Triton kernels compute in fp32 whatever the storage).
-    monkeypatch.setattr(ops, "_INTERPRET", False)
+def test_float64_gradients_match_closed_forms(op_path):
+    # Both CPU paths keep float64 in float64: the reference math, and the Triton kernels (COMPUTE = float64).
     k, t = torch.tensor(1.0, dtype=torch.float64), torch.tensor(2.5, dtype=torch.float64)
     x = nonzero_random((2, 3, 5, 4), torch.float64).requires_grad_()
     shift = torch.rand(2, 3, dtype=torch.float64, requires_grad=True)
