@@ -70,16 +70,17 @@ def markdown(result: dict) -> str:
         "(fp32); elsewhere the two runtimes' last-bit differences may pick the other sign.",
         "",
         "| onnxruntime graph optimisations | images | top-1 agrees | decided images | max logit difference, decided "
-        "| max logit difference, all | images over the tolerance | check |",
+        "(relative) | max logit difference, all | images over the tolerance | check |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for key, label in (("optimizations_off", "off (sdbnn's check)"), ("optimizations_on", "on (default)")):
         item = result[key]
-        decided = item["max_logit_difference_decided"]
+        decided, relative = item["max_logit_difference_decided"], item["max_relative_difference_decided"]
+        worst = "—" if decided is None else f"{decided:.2g} ({relative:.2g})"
         lines.append(f"| {label} | {item['images']} | {item['top1_agreement']} | {item['decided_images']} "
-                     f"(margin {item['decided_margin']:g}) | {'—' if decided is None else f'{decided:.2g}'} "
-                     f"| {item['max_logit_difference']:.2g} | {item['images_over_tolerance']} "
-                     f"(tolerance {item['logit_tolerance']:g}) | {'passed' if item['passed'] else 'FAILED'} |")
+                     f"(margin {item['decided_margin']:g}) | {worst} | {item['max_logit_difference']:.2g} "
+                     f"| {item['images_over_tolerance']} (relative {item['logit_rtol']:g}) "
+                     f"| {'passed' if item['passed'] else 'FAILED'} |")
     return "\n".join(lines) + "\n"
 
 
