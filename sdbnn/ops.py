@@ -138,7 +138,7 @@ def _act_sign_backward(
 
 
 def _ede_activation_grad(grad: Tensor, x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor) -> Tensor:
-    """grad · k·t·(1 − tanh²(t·(x + shift))), the CPU training hot spot, as grad · 4k·t·σ(2t·v)·(1 − σ(2t·v)) in five
+    """grad · k·t·(1 − tanh²(t·(x + shift))), the CPU training hot spot, as grad · 4k·t·σ(2t·v)·(1 − σ(2t·v)) in four
     in-place passes over one buffer: on CPU, sigmoid is ~3× faster than tanh, and the formula written out allocates
     and sweeps memory twice as often. Like the reference's 1 − tanh², it rounds to 0 far in the tails."""
     dtype = reference.compute_dtype(x.dtype, *([] if shift is None else [shift.dtype]))
@@ -149,7 +149,7 @@ def _ede_activation_grad(grad: Tensor, x: Tensor, shift: Tensor | None, k: Tenso
         doubled = torch.add(x.to(dtype), shift.to(dtype)[:, :, None, None]).mul_(2 * t)
     gate = doubled.sigmoid_()
     torch.addcmul(gate, gate, gate, value=-1.0, out=gate)  # σ − σ² = σ(1 − σ)
-    return gate.mul_(grad).mul_(4 * k * t)
+    return torch.addcmul(gate.new_zeros(()), gate, grad, value=(4 * k * t).item(), out=gate)  # 4k·t·σ(1 − σ)·grad
 
 
 def _in_layout_of(result: Tensor, x: Tensor) -> Tensor:
