@@ -111,19 +111,49 @@ def collect(root: Path, variants: list[str], seeds: list[int], baseline: str = "
             if run.finished:
                 summary = run.summary()
                 runs.append({"seed": seed, "final_top1": summary["final"]["val_top1"],
-                             "best_top1": summary["best"]["val_top1"], "best_epoch": summary["best"]["epoch"]})
+                             "best_top1": summary["best"]["val_top1"], "best_epoch": summary["best"]["epoch"],
+                             "train_images_per_s": training_speed(run.records()),
+                             "environment": summary.get("environment")})
         if not runs:
             continue
         final, best = (mean_std([r[key] for r in runs]) for key in ("final_top1", "best_top1"))
         drop = mean_std([r["best_top1"] - r["final_top1"] for r in runs])
         table[variant] = {"runs": runs, "final_mean": final[0], "final_std": final[1], "best_mean": best[0],
-                          "best_std": best[1], "drop_mean": drop[0], "drop_std": drop[1]}
+                          "best_std": best[1], "drop_mean": drop[0], "drop_std": drop[1],
+                          "train_images_per_s": statistics.fmean(r["train_images_per_s"] for r in runs)}
     if baseline in table:
         for variant, row in table.items():
             if variant != baseline:
                 row["vs_baseline"] = {which: compare_with(row["runs"], table[baseline]["runs"], f"{which}_top1")
                                       for which in ("final", "best")}
     return table
+
+
+def training_speed(records: list[dict]) -> float:
+    """A run's training-loop images per second: the mean over its epochs after the first (which pays warm-up)."""
+    rates = [record["train_images_per_s"] for record in records]
+    return statistics.fmean(rates[1:] or rates)
+
+
+def provenance_lines(table: dict) -> list[str]:
+    """Which commits and machines produced the runs (runs from before summaries recorded it say so)."""
+    seen = {}
+    for row in table.values():
+        for run in row["runs"]:
+            env = run.get("environment")
+            key = ("unrecorded",) if env is None else (
+                env["commit"], env["uncommitted_changes"], env["cpu_model"], env["cpu_cores"], env["torch_threads"],
+                env["torch"], env.get("gpu"))
+            seen[key] = seen.get(key, 0) + 1
+    lines = []
+    for key, count in seen.items():
+        if key == ("unrecorded",):
+            lines.append(f"- {count} run(s) without a recorded environment (trained before runs recorded it)")
+            continue
+        commit, changed, cpu, cores, threads, torch_version, gpu = key
+        lines.append(f"- {count} run(s): commit `{commit}`{' with uncommitted changes' if changed else ''}, "
+                     f"{gpu or cpu}, {cores} cores, {threads} torch thread(s), torch {torch_version}")
+    return lines
 
 
 def compare_with(runs: list[dict], baseline: list[dict], key: str) -> dict:
@@ -167,9 +197,11 @@ def markdown(table: dict, setup: str, baseline: str = "baseline", definitions: d
         f"(`{baseline}`): difference of means in points, Welch's two-sided t-test p-value.",
         *([f"Flags: {flags}."] if flags else []),
         "",
-        "| variant | seeds | final top-1 (%) | vs baseline | best top-1 (%) | vs baseline | best − final | "
+        "Training speed: the training loop's images per second, mean over epochs after the first and over seeds.",
+        "",
+        "| variant | seeds | final top-1 (%) | vs baseline | best top-1 (%) | vs baseline | best − final | train img/s | "
         "per seed final / best (%) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     for variant, row in table.items():
@@ -178,7 +210,8 @@ def markdown(table: dict, setup: str, baseline: str = "baseline", definitions: d
         lines.append(f"| {variant} | {len(row['runs'])} | {100 * row['final_mean']:.1f} ± {100 * row['final_std']:.1f} "
                      f"| {versus(row, 'final')} | {100 * row['best_mean']:.1f} ± {100 * row['best_std']:.1f} "
                      f"| {versus(row, 'best')} | {100 * row['drop_mean']:.1f} ± {100 * row['drop_std']:.1f} "
-                     f"| {per_seed} |")
+                     f"| {row['train_images_per_s']:.0f} | {per_seed} |")
+    lines += ["", "Produced by:", *provenance_lines(table)]
     return "\n".join(lines) + "\n"
 
 
