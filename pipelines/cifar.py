@@ -72,6 +72,16 @@ def _cifar_classes(directory: Path, dataset: str) -> list[str]:
     return [str(index) for index in range(10 if dataset == "cifar10" else 100)]
 
 
+def crop_flip_draws(generator: torch.Generator, draws: int, padding: int = CIFAR_PADDING):
+    """The random numbers of `random_crop_flip` for ``draws`` samples: (row offsets, column offsets, flips). Drawing
+    them without the images replays a batch's augmentation (a resumed run skips the batches it consumed)."""
+    device = generator.device
+    dy = torch.randint(0, 2 * padding + 1, (draws,), generator=generator, device=device)
+    dx = torch.randint(0, 2 * padding + 1, (draws,), generator=generator, device=device)
+    flip = torch.rand(draws, generator=generator, device=device) < 0.5
+    return dy, dx, flip
+
+
 def random_crop_flip(
     images: torch.Tensor,
     generator: torch.Generator,
@@ -90,9 +100,7 @@ def random_crop_flip(
     padded = F.pad(images, (padding, padding, padding, padding))
     device = images.device
     mine = slice(first, first + batch)
-    dy = torch.randint(0, 2 * padding + 1, (draws,), generator=generator, device=device)[mine]
-    dx = torch.randint(0, 2 * padding + 1, (draws,), generator=generator, device=device)[mine]
-    flip = (torch.rand(draws, generator=generator, device=device) < 0.5)[mine]
+    dy, dx, flip = (values[mine] for values in crop_flip_draws(generator, draws, padding))
     rows = (dy[:, None] + torch.arange(height, device=device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(width, device=device))[:, None, None, :]
     cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
@@ -100,16 +108,39 @@ def random_crop_flip(
     return padded[samples, torch.arange(channels, device=device)[None, :, None, None], rows, cols]
 
 
+def epoch_order(count: int, batch_size: int, train: bool, *, seed: int = 0, epoch: int = 0, rank: int = 0,
+                world_size: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The sample indices one rank reads in one epoch, in order.
+
+    Training: every rank draws the same permutation (seeded by seed + epoch), cuts it into global batches of
+    ``batch_size * world_size`` and takes its contiguous slice of each (``batch_size`` is per rank); the samples that
+    do not fill a last global batch are dropped. So the global batch at every step is the same for any number of
+    processes. Evaluation: every ``world_size``-th sample, all kept.
+    """
+    device = torch.device(device)
+    if not train:
+        return torch.arange(rank, count, world_size, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed + epoch)
+    order = torch.randperm(count, generator=generator, device=device)
+    global_batch = batch_size * world_size
+    steps = count // global_batch
+    return order[: steps * global_batch].view(steps, world_size, batch_size)[:, rank].reshape(-1)
+
+
+def batches_per_epoch(count: int, batch_size: int, train: bool, rank: int = 0, world_size: int = 1) -> int:
+    """How many batches `epoch_order` makes for one rank."""
+    if train:
+        return count // (batch_size * world_size)
+    return -(-len(range(rank, count, world_size)) // batch_size)
+
+
 class DeviceResidentLoader:
     """Batches of a whole uint8 dataset held on ``device``; reshuffled every epoch, sharded across ranks.
 
-    ``batch_size`` is per rank. In training every rank draws the same permutation (seeded by seed + epoch), cuts it
-    into global batches of ``batch_size * world_size`` and takes its contiguous slice of each; crops and flips are
-    drawn per global batch too. So the global batch at every step, augmentation included, is the same for any number
-    of processes (2 ranks × 32 see exactly what 1 process × 64 sees). The samples that do not fill a last global batch
-    are dropped (every rank takes the same number of steps). Evaluation takes every ``world_size``-th sample and keeps
-    them all. Yields (normalised images, labels); images are in ``memory_format`` (default: the device's, see
-    `batch_memory_format`).
+    ``batch_size`` is per rank; the order is `epoch_order`'s, and crops and flips are drawn per global batch too. So
+    the global batch at every step, augmentation included, is the same for any number of processes (2 ranks × 32 see
+    exactly what 1 process × 64 sees), and every rank takes the same number of steps. Yields (normalised images,
+    labels); images are in ``memory_format`` (default: the device's, see `batch_memory_format`).
     """
 
     def __init__(
@@ -134,36 +165,35 @@ class DeviceResidentLoader:
         self.rank, self.world_size, self.dtype = rank, world_size, dtype
         self.augment = augment and train  # crop + flip suit natural images, not digits
         self.memory_format = memory_format or batch_memory_format(self.device)
-        self.epoch = 0
+        self.epoch, self.first_batch = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _indices(self) -> torch.Tensor:
-        count = len(self.labels)
-        if not self.train:
-            return torch.arange(self.rank, count, self.world_size, device=self.device)
-        generator = torch.Generator(device=self.device).manual_seed(self.seed + self.epoch)
-        order = torch.randperm(count, generator=generator, device=self.device)
-        global_batch = self.batch_size * self.world_size
-        steps = count // global_batch
-        return order[: steps * global_batch].view(steps, self.world_size, self.batch_size)[:, self.rank].reshape(-1)
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """Iterate epoch ``epoch`` (its order and augmentation) from batch ``first_batch`` on: a run resumed in the
+        middle of an epoch skips the batches it consumed without touching their images."""
+        if not 0 <= first_batch <= len(self):
+            raise ValueError(f"batch {first_batch} is outside an epoch of {len(self)} batches")
+        self.epoch, self.first_batch = epoch, first_batch
 
     def __len__(self) -> int:
-        count = len(self.labels)
-        if self.train:
-            return count // (self.batch_size * self.world_size)
-        mine = len(range(self.rank, count, self.world_size))
-        return -(-mine // self.batch_size)
+        return batches_per_epoch(len(self.labels), self.batch_size, self.train, self.rank, self.world_size)
+
+    def _indices(self) -> torch.Tensor:
+        """This rank's sample indices of the whole epoch, in order."""
+        return epoch_order(len(self.labels), self.batch_size, self.train, seed=self.seed, epoch=self.epoch,
+                           rank=self.rank, world_size=self.world_size, device=self.device)
 
     def __iter__(self):
         indices = self._indices()
-        generator = torch.Generator(device=self.device).manual_seed(self.seed + self.epoch + 1_000_003)  # same on every rank
-        for start in range(0, len(indices), self.batch_size):
+        # same on every rank
+        generator = torch.Generator(device=self.device).manual_seed(self.seed + self.epoch + 1_000_003)
+        global_batch = self.batch_size * self.world_size
+        if self.augment:
+            for _ in range(self.first_batch):  # replay the skipped batches' draws: the generator continues exactly
+                crop_flip_draws(generator, global_batch)
+        for start in range(self.first_batch * self.batch_size, len(indices), self.batch_size):
             index = indices[start : start + self.batch_size]
             images = self.images[index]
             if self.augment:
-                images = random_crop_flip(images, generator, draws=self.batch_size * self.world_size,
-                                          first=self.rank * self.batch_size)
+                images = random_crop_flip(images, generator, draws=global_batch, first=self.rank * self.batch_size)
             images = normalize(images, self.dtype).contiguous(memory_format=self.memory_format)
             yield images, self.labels[index]

@@ -194,6 +194,7 @@ class FFCVImageLoader:
             raise ValueError("progressive resolution applies to ImageNet training loaders")
         self.resolution_ramp = resolution_ramp
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.first_batch = 0
         if dataset == "imagenet":
             self.decoder = (
                 RandomResizedCropRGBImageDecoder((resolution, resolution), scale=(0.08, 1.0))
@@ -225,10 +226,12 @@ class FFCVImageLoader:
             seed=seed,
         )
 
-    def set_epoch(self, epoch: int) -> None:
-        """Shuffle order, PCA lighting (and resolution, with a ramp) of ``epoch``: a resumed run continues the same
-        sequence."""
-        self.loader.next_epoch = epoch
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """Shuffle order, PCA lighting (and resolution, with a ramp) of ``epoch``, from batch ``first_batch`` on: a
+        resumed run continues the same sequence, skipping the batches it consumed without decoding them."""
+        if not 0 <= first_batch <= len(self):
+            raise ValueError(f"batch {first_batch} is outside an epoch of {len(self)} batches")
+        self.loader.next_epoch, self.first_batch = epoch, first_batch
         self.generator.manual_seed(self.seed + epoch)
         if self.resolution_ramp is not None:
             self.set_resolution(ramp_resolution(epoch, *self.resolution_ramp))
@@ -242,9 +245,24 @@ class FFCVImageLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def _batches(self):
+        """FFCV's iterator over the epoch's order less its first ``first_batch`` batches (never decoded)."""
+        skipped = self.first_batch * self.loader.batch_size
+        if not skipped:
+            return iter(self.loader)
+        order = self.loader.next_traversal_order()
+        self.loader.next_traversal_order = lambda: order[skipped:]  # what Loader.__iter__ reads, this once
+        try:
+            return iter(self.loader)
+        finally:
+            del self.loader.next_traversal_order
+
     def __iter__(self):
         std = constants(self.device)["std"].view(1, 3, 1, 1)
-        for images, labels in self.loader:
+        if self.lighting_std > 0:
+            for _ in range(self.first_batch):  # the skipped batches' lighting draws: the generator continues exactly
+                lighting_offsets(self.loader.batch_size, self.lighting_std, self.generator)
+        for images, labels in self._batches():
             lighting = None
             if self.lighting_std > 0:
                 lighting = lighting_offsets(len(labels), self.lighting_std, self.generator)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +19,14 @@ def cpu_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def accelerate_command(script: str | Path, *args: str, processes: int) -> list[str]:
-    """``accelerate launch`` of ``script`` with ``processes`` CPU ranks over gloo (run it with `accelerate_env`:
-    without ACCELERATE_USE_CPU, --multi_gpu on a CPU machine silently runs independent trainings)."""
+def accelerate_command(script: str | Path, *args: str, processes: int, machines: int = 1,
+                       launcher_flags: tuple[str, ...] = ()) -> list[str]:
+    """``accelerate launch`` of ``script`` with ``processes`` CPU ranks (on all ``machines``) over gloo, plus
+    ``launcher_flags`` (run it with `accelerate_env`: without ACCELERATE_USE_CPU, --multi_gpu on a CPU machine
+    silently runs independent trainings)."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *args]
+            "--num_machines", str(machines), "--mixed_precision", "no", "--dynamo_backend", "no", *launcher_flags,
+            str(script), *args]
 
 
 def accelerate_env() -> dict[str, str]:
@@ -37,3 +41,46 @@ def run_script(script: str | Path, *args: str, processes: int = 1, env: dict[str
     else:
         command, environment = accelerate_command(script, *args, processes=processes), env or accelerate_env()
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment, cwd=ROOT)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a rendezvous on 127.0.0.1)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of process ``pid`` (from Linux's /proc/<pid>/stat)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(command name)": state, parent pid, ...
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def process_environment(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(entry.decode(errors="replace").split("=", 1) for entry in entries if b"=" in entry)
+
+
+def node_command(script: str | Path, *args: str, machine: int, port: int) -> list[str]:
+    """One of two "nodes" on this machine (machine rank ``machine``, 1 CPU process each, gloo over 127.0.0.1),
+    launched with launch/configs/accelerate_multinode.yaml as a cluster's nodes are (run it with `accelerate_env`)."""
+    flags = ("--config_file", str(LAUNCH / "configs" / "accelerate_multinode.yaml"), "--machine_rank", str(machine),
+             "--main_process_ip", "127.0.0.1", "--main_process_port", str(port))
+    return accelerate_command(script, *args, processes=2, machines=2, launcher_flags=flags)
+
+
+def run_two_nodes(script: str | Path, args_of_node, timeout: int = 900) -> list[subprocess.CompletedProcess]:
+    """Run ``script`` on two "nodes" at once, node N with the arguments ``args_of_node(N)``."""
+    port = free_port()
+    nodes = [subprocess.Popen(node_command(script, *args_of_node(machine), machine=machine, port=port), cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=accelerate_env())
+             for machine in (0, 1)]
+    outputs = [node.communicate(timeout=timeout) for node in nodes]
+    return [subprocess.CompletedProcess(node.args, node.returncode, *output) for node, output in zip(nodes, outputs)]

@@ -44,10 +44,10 @@ def syncs_in_train_epoch(tmp_path, images: int) -> tuple[int, int]:
     counts = {"on": False}
     original = trainer.train_epoch
 
-    def counted_epoch(epoch):
+    def counted_epoch(*args):
         counts["on"] = True
         try:
-            return original(epoch)
+            return original(*args)
         finally:
             counts["on"] = False
 

@@ -1,4 +1,5 @@
-"""The two-stage ImageNet launcher on real photos (foolbox's 20 ImageNet JPEGs as train/ and val/), 1 and 2 ranks."""
+"""The two-stage ImageNet launcher on real photos (foolbox's 20 ImageNet JPEGs as train/ and val/), 1 and 2 ranks, and
+stage 1 on two "nodes"."""
 
 import importlib.util
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import LAUNCH, run_script
+from helpers import LAUNCH, run_script, run_two_nodes
 from safetensors.torch import load_file
 
 import sdbnn
@@ -110,3 +111,18 @@ def test_missing_teacher_weights_is_one_clear_error_and_no_teacher_opts_out(imag
     assert opted_out.returncode == 0, opted_out.stderr[-3000:]
     config = yaml.safe_load((tmp_path / "plain" / "stage1" / "config.yaml").read_text())
     assert config["teacher"] is None and config["teacher_weights"] is None
+
+
+@pytest.mark.slow
+def test_stage1_on_two_nodes_equals_two_processes_on_one_node(imagenet_dir, teacher_weights, tmp_path):
+    stage1 = ["--data-dir", str(imagenet_dir), *TINY, "--teacher-weights", str(teacher_weights), "--stage", "1"]
+    one_node = launch(*stage1, "--output-dir", str(tmp_path / "one_node"), processes=2)
+    assert one_node.returncode == 0, one_node.stderr[-3000:]
+    elsewhere = tmp_path / "not_on_node_0"  # machine 1 needs the data and the teacher, not the run directory
+    nodes = run_two_nodes(LAUNCH / "imagenet.py", lambda machine: [
+        *stage1, "--output-dir", str(tmp_path / "two_nodes" if machine == 0 else elsewhere)])
+    assert [node.returncode for node in nodes] == [0, 0], nodes[0].stderr[-3000:] + nodes[1].stderr[-3000:]
+    assert "world size 2," in nodes[0].stdout and not elsewhere.exists()
+    a = load_file(tmp_path / "one_node" / "stage1" / "model.safetensors")
+    b = load_file(tmp_path / "two_nodes" / "stage1" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sdbnn.checkpoints import CheckpointError
 from sdbnn.engine.config import CIFAR, IMAGENET, TrainConfig, config_fields, field_type, load_recipe
+from sdbnn.engine.preemption import REQUEUE_EXIT_CODE, Preempted
 
 RECIPES = Path(__file__).resolve().parents[2] / "launch" / "configs"
 # what a launcher reports in one line (exit status 2): bad flags, recipes, paths, checkpoints, missing packages
@@ -114,6 +115,10 @@ def merge(recipe: dict, given: dict) -> dict:
     return values
 
 
+RESUME_HELP = ("continue the run in --output-dir from its newest checkpoint, or start it there if it has none; a "
+               "finished run is reported and left as it is (exit 0). Without --resume an existing run is never touched")
+
+
 # --- CIFAR launcher -------------------------------------------------------------------------------------------
 
 CIFAR_DESCRIPTION = """Train an SD-BNN on CIFAR (or a small real dataset) with the paper's recipe.
@@ -123,7 +128,8 @@ CIFAR_DESCRIPTION = """Train an SD-BNN on CIFAR (or a small real dataset) with t
 
 With no flags beyond --model the recipe is the paper's (launch/configs/cifar10_<model>.yaml); flags override it.
 Writes <output-dir>/{config.yaml, metrics.jsonl, metrics.csv, training_curve.png, checkpoint.pt,
-model.safetensors, summary.json}; --resume continues a run exactly from its last epoch.
+model.safetensors, summary.json}. SIGTERM or SIGUSR1 stop it at the next step with a checkpoint and exit code 75;
+the same command with --resume continues exactly, so it can simply be run again (README "Long runs and clusters").
 """
 
 
@@ -131,7 +137,7 @@ def cifar_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     parser = argparse.ArgumentParser(prog="launch/cifar.py", description=CIFAR_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", type=Path, help="YAML recipe (default: launch/configs/cifar10_<model>.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir exactly")
+    parser.add_argument("--resume", action="store_true", help=RESUME_HELP)
     parser.add_argument("--stop-after-epoch", type=int, help="end this invocation after N epochs (resume later)")
     flags = add_config_flags(parser, CIFAR)
     flags.update(add_model_option_flags(parser))
@@ -161,6 +167,8 @@ def cifar_main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Preempted:  # the Trainer said where it stopped
+        return REQUEUE_EXIT_CODE
     if main_process and "best" in summary:
         final, best = summary["final"], summary["best"]
         print(f"final top-1 {final.get('val_top1', float('nan')):.4f}; best top-1 "
@@ -177,8 +185,9 @@ IMAGENET_DESCRIPTION = """Two-stage ImageNet training of the Bi-Real SD-BNN ResN
 
 --data-dir holds train/ and val/ (ImageFolder) or train.beton and val.beton (FFCV). Stage 1 (W32/A1) writes
 <output-dir>/stage1; stage 2 (W1/A1, WSD on) starts from stage 1's weights and writes <output-dir>/stage2.
-Each stage is resumable (--resume continues the stage that has a checkpoint and no final weights). The recipes
-distill from a ResNet-34: give its weights (--teacher-weights), or --no-teacher to train with cross-entropy.
+With --resume the same command continues where it stopped: finished stages are skipped, the unfinished one resumes
+from its newest checkpoint (mid-epoch ones every --checkpoint-every-min minutes). The recipes distill from a
+ResNet-34: give its weights (--teacher-weights), or --no-teacher to train with cross-entropy.
 """
 IMAGENET_OUTPUT = "runs/imagenet"
 
@@ -187,7 +196,7 @@ def imagenet_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     parser = argparse.ArgumentParser(prog="launch/imagenet.py", description=IMAGENET_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=["1", "2", "both"], default="both", help="which stage(s) to train")
-    parser.add_argument("--resume", action="store_true", help="continue the unfinished stage exactly")
+    parser.add_argument("--resume", action="store_true", help=RESUME_HELP + " (per stage)")
     parser.add_argument("--no-teacher", action="store_true",
                         help="no distillation: train with cross-entropy (ablations; the paper distills)")
     flags = add_config_flags(parser, IMAGENET)
@@ -225,17 +234,15 @@ def imagenet_main(argv: list[str] | None = None) -> int:
     for config in configs:
         stage = Path(config.output_dir).name
         try:
-            if args.resume and (Path(config.output_dir) / "model.safetensors").is_file():
-                print(f"{stage} already finished in {config.output_dir}")
-                continue
             if config.init_from and not Path(config.init_from).is_file():
                 raise FileNotFoundError(f"stage 2 starts from stage 1's weights, {config.init_from}: "
                                         "run --stage 1 first")
-            resume = args.resume and (Path(config.output_dir) / "checkpoint.pt").is_file()
-            summary, main_process = train(config, resume=resume)
+            summary, main_process = train(config, resume=args.resume)
         except USER_ERRORS as error:
             print(f"error: {stage}: {error}", file=sys.stderr)
             return 2
+        except Preempted:
+            return REQUEUE_EXIT_CODE
         if main_process:
             final, best = summary["final"], summary["best"]
             print(f"{stage}: final top-1 {final['val_top1']:.4f} top-5 {final['val_top5']:.4f}; "

@@ -2,18 +2,21 @@
 CPU —, DDP across ranks).
 
 A run writes into ``output_dir``: ``config.yaml`` (resolved), ``metrics.jsonl`` / ``metrics.csv`` (one line per
-epoch), ``training_curve.png``, ``checkpoint.pt`` (atomically, every epoch: resumable exactly) and, at the end,
+epoch), ``training_curve.png``, ``checkpoint.pt`` (atomically, every epoch and every ``checkpoint_every_min``
+minutes; resumable exactly, mid-epoch too; the one before is kept as ``checkpoint.previous.pt``) and, at the end,
 ``model.safetensors`` and ``summary.json`` (final and best top-1/top-5 on the full held-out set, the precision, and
 the commit, machine and library versions that produced the run: `sdbnn.provenance`).
 
 The training loop never waits for the GPU: losses, accuracy counts and the finite-loss check stay on the device
-and are read once every `CHECK_EVERY` steps (progress bar, divergence stop) and once per epoch.
+and are read once every `CHECK_EVERY` steps (progress bar, divergence stop) and once per epoch. Those reads are also
+where all ranks agree to stop on SIGTERM/SIGUSR1 or to write a periodic checkpoint (one process decides every step).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -29,13 +32,14 @@ from sdbnn.engine.diagnostics import TrainingDiagnostics
 from sdbnn.engine.distill import distillation_loss
 from sdbnn.engine.metrics import MetricsLog, topk_correct
 from sdbnn.engine.precision import autocast_context, native_bf16_convolutions
-from sdbnn.engine.state import load_training_state, save_training_state
+from sdbnn.engine.preemption import Preempted, StopSignals, ignore_stop_signals
+from sdbnn.engine.runs import Run
+from sdbnn.engine.state import CHECKPOINT, latest_training_state, restore_training_state, save_training_state
 from sdbnn.io import atomic_write
 from sdbnn.pipelines.loaders import build_loaders
 from sdbnn.pipelines.transforms import batch_memory_format
 from sdbnn.reference import ede_schedule
 
-CHECKPOINT = "checkpoint.pt"
 CHECK_EVERY = 10  # steps between reads of the running loss (progress bar, divergence check)
 
 
@@ -106,17 +110,21 @@ class Trainer:
         self.model = self._student().to(self.device, memory_format=self.memory_format)
         self.teacher = self._teacher()
         self.train_loader, self.val_loader = build_loaders(config, self.accelerator.process_index, self.world_size,
-                                                           self.device)
+                                                           self.device, worker_init_fn=ignore_stop_signals)
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise ValueError(f"the training set holds fewer images than one global batch of {config.batch_size}")
         self.optimizer = build_optimizer(self.model, config)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config, self.steps_per_epoch))
+        self.lr_factor = lr_factor(config, self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         # compile the bare model before prepare: a compiled DDP wrapper cannot be one graph
         forward_model = self._compiled(self.model) if self.compile else self.model
         self.forward_model, self.optimizer = self.accelerator.prepare(forward_model, self.optimizer)
         self.diagnostics = TrainingDiagnostics(self.model) if config.diagnostics else None
         self.diagnostic_batch = None  # the first held-out batch, taken when diagnostics first need it
+        self.best: dict = {}  # the best epoch's record so far
+        self.stop_signals, self.stopping = StopSignals(), False  # a signal received; all ranks agreed to stop
+        self.last_checkpoint = time.monotonic()
 
     # --- construction -----------------------------------------------------------------------------------------
 
@@ -147,77 +155,137 @@ class Trainer:
     # --- the run ----------------------------------------------------------------------------------------------
 
     def fit(self) -> dict:
-        """Resume (or start), then per epoch: EDE schedule → train → evaluate → log → checkpoint."""
-        start_epoch, best, metrics = self._start()
+        """Resume (or start), then per epoch: EDE schedule → train → evaluate → log → checkpoint. SIGTERM or
+        SIGUSR1 end it at the next step boundary with a checkpoint of that point (`Preempted`). A finished run (on
+        resume) returns its summary without training."""
+        start = self._start()
+        if "finished" in start:
+            return start["finished"]
+        metrics, first_batch, progress = start["metrics"], start["batch"], start["progress"]
         board = _tensorboard(self.output_dir) if self.main else None
-        with sdbnn.backend(self.config.backend):
-            for epoch in range(start_epoch, self.config.epochs):
+        with sdbnn.backend(self.config.backend), self.stop_signals:
+            for epoch in range(start["epoch"], self.config.epochs):
                 k, t = self._set_ede(epoch)
-                record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "k": k, "t": t}
-                record.update(self.train_epoch(epoch))
+                lr = self.config.lr * self.lr_factor(epoch * self.steps_per_epoch)  # the epoch's first step's
+                record = {"epoch": epoch, "lr": lr, "k": k, "t": t}
+                record.update(self.train_epoch(epoch, first_batch, progress))
+                first_batch, progress = 0, {}
                 if self.config.bn_recalibration:
-                    self.recalibrate_batchnorm()
+                    self.recalibrate_batchnorm(epoch)
                 record.update(self.evaluate())
                 record["seconds"] = record["train_seconds"] + record["eval_seconds"]
                 record["images_per_s"] = self.steps_per_epoch * self.config.batch_size / record["seconds"]
                 if self.diagnostics is not None:
                     record.update(self.diagnostics.end_epoch(*self._diagnostic_batch(), t))
-                best = self._log(record, best, metrics, board)
-                self._save_checkpoint(epoch + 1, best)
+                self._log(record, metrics, board)
+                self._save_checkpoint(epoch + 1)
+                if self.stopping and epoch + 1 < self.config.epochs:
+                    raise self._preempted(epoch + 1, 0)
                 if self.stop_after_epoch is not None and self.stop_after_epoch <= epoch + 1 < self.config.epochs:
                     return {"stopped_after_epoch": epoch + 1}
-        return self._finish(metrics, best)
+        return self._finish(metrics)
 
-    def _start(self) -> tuple[int, dict, MetricsLog]:
-        """(first epoch, best record so far, metrics log): a fresh run, or the state of ``checkpoint.pt``."""
-        checkpoint = self.output_dir / CHECKPOINT
-        start_epoch, best = 0, {}
-        if self.resume:
-            info = load_training_state(checkpoint, model_name=self.config.model, model=self.model,
-                                       optimizer=self.optimizer, scheduler=self.scheduler)
-            start_epoch, best = info["epoch"], info["best"]
-        elif checkpoint.exists():
-            raise FileExistsError(f"{self.output_dir} already holds a run; pass --resume or choose another --output-dir")
-        metrics = MetricsLog.load(self.output_dir) if self.resume else MetricsLog(self.output_dir)
-        metrics.records = metrics.records[:start_epoch]
+    def _start(self) -> dict:
+        """Where this invocation starts: ``epoch``, ``batch`` (steps of it already taken), ``progress`` (that epoch's
+        running totals) and ``metrics``; or ``finished`` (the summary) for a finished run resumed. The main process
+        reads the run directory (other nodes need not have it) and every rank restores what it found."""
+        found = self._read_run_directory() if self.main else None
+        if self.world_size > 1:
+            from accelerate.utils import broadcast_object_list
+
+            found = broadcast_object_list([found])[0]
+        if "error" in found:
+            raise found["error"]
+        if "finished" in found:
+            if self.main:
+                print(f"{self.output_dir} holds a finished run: nothing to train", flush=True)
+            return found
+        epoch, batch, progress = 0, 0, {}
+        if "state" in found:
+            info = restore_training_state(found["state"], model_name=self.config.model, model=self.model,
+                                          optimizer=self.optimizer, scheduler=self.scheduler, source=found["path"])
+            epoch, batch, progress, self.best = info["epoch"], info["batch"], info["progress"], info["best"]
+        metrics = MetricsLog.load(self.output_dir) if "state" in found else MetricsLog(self.output_dir)
+        metrics.records = metrics.records[:epoch]
         if self.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(self.output_dir / "config.yaml")
+            if "state" in found:
+                print(f"resuming from {found['path']}: epoch {epoch + 1}, step {batch} of {self.steps_per_epoch}",
+                      flush=True)
             print(f"{self.config.model} on {self.config.dataset}: world size {self.world_size}, device {self.device}, "
-                  f"epochs {start_epoch}..{self.config.epochs}, global batch {self.config.batch_size}, {self.precision_text()}"
+                  f"epochs {epoch}..{self.config.epochs}, global batch {self.config.batch_size}, {self.precision_text()}"
                   f"{', compiled' if self.compile else ''}", flush=True)
-        return start_epoch, best, metrics
+        return {"epoch": epoch, "batch": batch, "progress": progress, "metrics": metrics}
+
+    def _read_run_directory(self) -> dict:
+        """(main process) {"finished": summary}, {"state": newest checkpoint, "path": its path}, {} for a new run,
+        or {"error": exception} that every rank raises."""
+        try:
+            run = Run(self.output_dir)
+            if self.resume and run.finished:
+                return {"finished": run.summary()}
+            latest = latest_training_state(self.output_dir)
+            if latest is not None and not self.resume:
+                raise FileExistsError(f"{self.output_dir} already holds a run; pass --resume or choose another "
+                                      "--output-dir")
+        except (OSError, ValueError) as error:  # file problems and CheckpointError: one clear error on every rank
+            return {"error": error}
+        return {} if latest is None else {"state": latest[0], "path": latest[1]}
 
     def _set_ede(self, epoch: float) -> tuple[float, float]:
         k, t = ede_schedule(epoch, self.config.epochs, self.config.t_min, self.config.t_max, self.config.t_cap)
         sdbnn.set_ede(self.model, k, t)  # fills buffers in place: no recompilation, no host sync
         return k, t
 
-    def train_epoch(self, epoch: int) -> dict:
-        """One pass over the training set; returns the epoch's mean training loss and its speed."""
+    def train_epoch(self, epoch: int, first_batch: int = 0, progress: dict | None = None) -> dict:
+        """One pass over the training set, from step ``first_batch`` on (a resumed epoch, with the running totals of
+        its first part in ``progress``); returns the epoch's mean training loss and its speed."""
         config, accelerator = self.config, self.accelerator
         started = time.perf_counter()
-        self.train_loader.set_epoch(epoch)
+        self.train_loader.set_epoch(epoch, first_batch)
         if self.diagnostics is not None:
             self.diagnostics.start_epoch()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        progress = progress or {}
+        loss_sum = torch.tensor(self._own_loss_sum(progress.get("loss_sums")), dtype=torch.float64, device=self.device)
         first_bad = torch.full((2,), -1.0, dtype=torch.float64, device=self.device)  # step and value of a bad loss
-        bar = tqdm(self.train_loader, total=self.steps_per_epoch, disable=not self.main, leave=False,
-                   desc=f"epoch {epoch + 1}/{config.epochs}")
-        for batch_index, (images, labels) in enumerate(bar):
+        # a live bar on a terminal; none in a log file (the epoch's line follows)
+        bar = tqdm(self.train_loader, total=self.steps_per_epoch, initial=first_batch, leave=False,
+                   disable=None if self.main else True, desc=f"epoch {epoch + 1}/{config.epochs}")
+        for batch_index, (images, labels) in enumerate(bar, start=first_batch):
             if config.ede_per_step:
                 self._set_ede(epoch + batch_index / self.steps_per_epoch)
             loss = self.train_step(images, labels)
             bad = ~torch.isfinite(loss) & (first_bad[0] < 0)
             first_bad = torch.where(bad, torch.stack([torch.full_like(loss, batch_index), loss]), first_bad)
             loss_sum += loss
-            if (batch_index + 1) % CHECK_EVERY == 0:
-                self._check_finite(first_bad, loss, epoch, bar)
-        self._check_finite(first_bad, loss, epoch)
+            done = batch_index + 1
+            if done == self.steps_per_epoch:
+                continue  # the epoch's end: the check below, then evaluation and the epoch's checkpoint
+            if done % CHECK_EVERY == 0 or (self.world_size == 1 and (self.stop_signals.received or
+                                                                     self._checkpoint_due())):
+                loss_sums, checkpoint = self._check(first_bad, loss, loss_sum, epoch, bar)
+                if checkpoint or self.stopping:
+                    seconds = progress.get("seconds", 0.0) + time.perf_counter() - started
+                    self._save_checkpoint(epoch, done, {"loss_sums": loss_sums, "seconds": seconds})
+                if self.stopping:
+                    raise self._preempted(epoch, done)
+        self._check(first_bad, loss, loss_sum, epoch)
         train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / self.steps_per_epoch
-        seconds = time.perf_counter() - started
+        seconds = progress.get("seconds", 0.0) + time.perf_counter() - started
         return {"train_loss": train_loss, "train_seconds": seconds,
                 "train_images_per_s": self.steps_per_epoch * config.batch_size / seconds}
+
+    def _own_loss_sum(self, loss_sums: list[float] | None) -> float:
+        """This rank's running loss sum of a resumed epoch (their mean when the number of processes changed)."""
+        if not loss_sums:
+            return 0.0
+        return loss_sums[self.accelerator.process_index] if len(loss_sums) == self.world_size else \
+            sum(loss_sums) / len(loss_sums)
+
+    def _checkpoint_due(self) -> bool:
+        minutes = self.config.checkpoint_every_min
+        return minutes is not None and time.monotonic() - self.last_checkpoint >= 60 * minutes
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One optimizer step on one batch (split into micro-batches when accumulating); the loss, on the device.
@@ -259,27 +327,41 @@ class Trainer:
                 teacher_logits = self.teacher(images)
             return distillation_loss(logits, teacher_logits, labels, self.config.kd_temperature, self.config.kd_alpha)
 
-    def _check_finite(self, first_bad: torch.Tensor, loss: torch.Tensor, epoch: int, bar=None) -> None:
-        """One read of the device state, on every rank so that all stop together: raise on a non-finite loss,
-        else show the latest loss."""
-        state = torch.cat([first_bad, loss.reshape(1)])[None]  # [bad step, bad loss, latest loss]
+    def _check(self, first_bad: torch.Tensor, loss: torch.Tensor, loss_sum: torch.Tensor, epoch: int,
+               bar=None) -> tuple[list[float], bool]:
+        """One read of the device state, on every rank so that all act together: raise on a non-finite loss; agree
+        to stop (any rank received a stop signal: `stopping`) and whether a periodic checkpoint is due (rank 0's
+        clock); show the latest loss. Returns (every rank's running loss sum, checkpoint due)."""
+        flags = [float(self.stop_signals.received is not None), float(self._checkpoint_due())]
+        state = torch.cat([first_bad, loss.reshape(1), loss_sum.reshape(1),
+                           torch.tensor(flags, dtype=torch.float64, device=self.device)])[None]
         rows = (self.accelerator.gather(state) if self.world_size > 1 else state).tolist()
-        for bad_step, bad_loss, _ in rows:
+        for bad_step, bad_loss, *_ in rows:
             if bad_step >= 0:
                 raise TrainingDiverged(
                     f"loss became {bad_loss} at epoch {epoch + 1}, step {int(bad_step) + 1}; the last good "
                     f"checkpoint ({self.output_dir / CHECKPOINT}) is kept")
+        self.stopping = any(row[4] for row in rows)
         if bar is not None and self.main:
             bar.set_postfix(loss=f"{rows[0][2]:.3f}")
+        return [row[3] for row in rows], bool(rows[0][5])
+
+    def _preempted(self, epochs_done: int, batch: int) -> Preempted:
+        signal_name = self.stop_signals.received or "a stop signal (on another rank)"
+        stopped = Preempted(signal_name, self.output_dir / CHECKPOINT, epochs_done, batch)
+        if self.main:
+            print(stopped, file=sys.stderr, flush=True)
+        return stopped
 
     @torch.no_grad()
-    def recalibrate_batchnorm(self) -> None:
+    def recalibrate_batchnorm(self, epoch: int) -> None:
         """Replace every BatchNorm's running statistics by their exact average over the training set, computed
         with the current weights (forward passes in training mode, no gradients): evaluation then normalises
         with statistics of the weights it evaluates, not a lagging moving average."""
         norms = [m for m in self.model.modules()
                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
         momenta = [m.momentum for m in norms]
+        self.train_loader.set_epoch(epoch)  # the whole epoch, as trained (a resumed epoch started later)
         for module in norms:
             module.reset_running_stats()
             module.momentum = None  # cumulative average over the batches that follow
@@ -320,9 +402,9 @@ class Trainer:
             self.diagnostic_batch = next(iter(self.val_loader))
         return self.diagnostic_batch
 
-    def _log(self, record: dict, best: dict, metrics: MetricsLog, board) -> dict:
-        if record["val_top1"] >= best.get("val_top1", -1.0):
-            best = {"epoch": record["epoch"], "val_top1": record["val_top1"], "val_top5": record["val_top5"]}
+    def _log(self, record: dict, metrics: MetricsLog, board) -> None:
+        if record["val_top1"] >= self.best.get("val_top1", -1.0):
+            self.best = {"epoch": record["epoch"], "val_top1": record["val_top1"], "val_top5": record["val_top5"]}
         if board is not None:
             for key in ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "t", "images_per_s"):
                 board.add_scalar(key, record[key], record["epoch"])
@@ -333,17 +415,19 @@ class Trainer:
             print(f"epoch {record['epoch'] + 1}/{self.config.epochs} loss {record['train_loss']:.4f} "
                   f"top-1 {record['val_top1']:.4f} top-5 {record['val_top5']:.4f} lr {record['lr']:.4g} "
                   f"t {record['t']:.3g} ({record['images_per_s']:.0f} img/s)", flush=True)
-        return best
 
-    def _save_checkpoint(self, epochs_done: int, best: dict) -> None:
+    def _save_checkpoint(self, epochs_done: int, batch: int = 0, progress: dict | None = None) -> None:
+        """The state after ``epochs_done`` epochs and ``batch`` steps of the next (with its running totals)."""
         if self.main:
             save_training_state(self.output_dir / CHECKPOINT, model_name=self.config.model, model=self.model,
-                                optimizer=self.optimizer, scheduler=self.scheduler, epoch=epochs_done,
-                                step=epochs_done * self.steps_per_epoch, config=self.config.to_dict(), best=best)
+                                optimizer=self.optimizer, scheduler=self.scheduler, epoch=epochs_done, batch=batch,
+                                step=epochs_done * self.steps_per_epoch + batch, progress=progress,
+                                config=self.config.to_dict(), best=self.best, keep_previous=True)
+        self.last_checkpoint = time.monotonic()
         self.accelerator.wait_for_everyone()
 
-    def _finish(self, metrics: MetricsLog, best: dict) -> dict:
-        summary = {"final": metrics.records[-1] if metrics.records else {}, "best": best,
+    def _finish(self, metrics: MetricsLog) -> dict:
+        summary = {"final": metrics.records[-1] if metrics.records else {}, "best": self.best,
                    "precision": self.precision_text(), "environment": provenance.environment()}
         if self.main:
             from sdbnn.summary import run_cost
