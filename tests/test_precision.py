@@ -83,3 +83,17 @@ def test_a_bf16_run_trains_and_says_how(tmp_path):
     assert ("emulated" in summary["precision"]) == emulated
     assert summary["environment"]["torch"] == torch.__version__
     assert 0.0 <= summary["final"]["val_top1"] <= 1.0
+
+
+def test_one_process_trains_runs_of_different_precisions(tmp_path):
+    # the ablation runner trains its variants in one process; Accelerate's state is process-wide
+    from sdbnn.engine.trainer import Trainer
+
+    def trainer(precision):
+        config = TrainConfig(dataset="digits", epochs=1, batch_size=32, max_images=64, precision=precision,
+                             output_dir=str(tmp_path / precision))
+        return Trainer(config)
+
+    assert trainer("fp32").accelerator.mixed_precision == "no"
+    assert trainer("bf16").accelerator.mixed_precision == "bf16"
+    assert trainer("fp32").accelerator.mixed_precision == "no"

@@ -85,12 +85,16 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int):
 class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False, stop_after_epoch: int | None = None):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from accelerate.utils import set_seed
 
         config.check_runnable()
         self.config, self.resume, self.stop_after_epoch = config, resume, stop_after_epoch
         cuda = torch.cuda.is_available()
         self.precision = config.resolved_precision(cuda)
+        # One process may train several runs (the ablation runner), each with its own precision: Accelerate keeps
+        # the mixed-precision choice in a process-wide state, so forget the previous run's (the process group stays).
+        AcceleratorState._reset_state()
         self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if self.precision == "bf16" else "no",
                                        gradient_accumulation_steps=config.accumulation_steps)
         self.device, self.world_size = self.accelerator.device, self.accelerator.num_processes
