@@ -3,6 +3,8 @@ import sys
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "optional(*modules): needs these optional modules: skipped without them, failed "
+                            "instead when SDBNN_REQUIRE_OPTIONAL lists them (CI; see tests/helpers.require_optional)")
     # Triton picks interpreter or compiler when a kernel is defined, so this is decided before sdbnn is imported:
     # CPU tests run the kernels interpreted; a `-m gpu` run compiles them for CUDA (the two cannot share a process).
     markexpr = config.getoption("markexpr") or ""
@@ -21,6 +23,15 @@ import torch  # noqa: E402
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture is set up
+def pytest_runtest_setup(item):
+    from helpers import require_optional
+
+    for marker in item.iter_markers("optional"):
+        for module in marker.args:
+            require_optional(module)
 
 
 def pytest_collection_modifyitems(config, items):

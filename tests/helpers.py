@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -10,6 +11,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch"
+# Comma-separated optional modules this environment promises (.ci/run sets it to what .ci/setup installs): a test
+# that needs one of them fails when it is missing, instead of skipping. Unset (a plain local run), such tests skip.
+REQUIRE_OPTIONAL = "SDBNN_REQUIRE_OPTIONAL"
+
+
+def required_optional_modules() -> set[str]:
+    return {name.strip() for name in os.environ.get(REQUIRE_OPTIONAL, "").split(",") if name.strip()}
+
+
+def require_optional(module: str, why: str = "") -> None:
+    """Skip the calling test (or fixture) when the optional ``module`` is not installed, or fail it when
+    SDBNN_REQUIRE_OPTIONAL lists ``module``. A module that is installed but fails to import is an error either way.
+    Tests mark this with ``@pytest.mark.optional("module", ...)`` (tests/conftest.py) or call it."""
+    import pytest
+
+    if importlib.util.find_spec(module) is not None:
+        return
+    problem = f"{module} is not installed" + (f" ({why})" if why else "")
+    if module in required_optional_modules():
+        pytest.fail(f"{problem}, and {REQUIRE_OPTIONAL} says this environment has it", pytrace=False)
+    pytest.skip(problem)
 
 
 def cpu_env(**extra: str) -> dict[str, str]:

