@@ -142,9 +142,11 @@ def forward_config(shape: tuple[int, ...], dtype: torch.dtype, channels_last: bo
                    compute_dtype: torch.dtype = torch.float32) -> LaunchConfig:
     """The forward launch for an input of ``shape`` (B, C, H, W) stored in ``dtype``, math in ``compute_dtype``."""
     per_thread = tiles.forward_elements_per_thread(dtype.itemsize)
-    block = tiles.current().forward_block * per_thread // tiles.ELEMENTS_PER_THREAD
+    numel = math.prod(shape)
+    # no larger than the tensor (the interpreter's large tiles would mostly be masked lanes)
+    block = min(tiles.current().forward_block * per_thread // tiles.ELEMENTS_PER_THREAD, triton.next_power_of_2(numel))
     return LaunchConfig(
-        _forward_kernel, (triton.cdiv(math.prod(shape), block),),
+        _forward_kernel, (triton.cdiv(numel, block),),
         {"HAS_SHIFT": has_shift, "CHANNELS_LAST": channels_last, "BLOCK": block,
          "COMPUTE": compute_type(compute_dtype)}, tiles.num_warps(block, per_thread),
     )
@@ -174,7 +176,7 @@ def backward_config(
             num_warps=tiles.num_warps(block_hw * block_c), runtime={"ROWS_PER_SPLIT": rows_per_split},
         )
     block_hw = min(triton.next_power_of_2(HW), sizes.plane_block)
-    block_p = max(1, sizes.elements_per_program // block_hw)
+    block_p = max(1, min(sizes.elements_per_program // block_hw, triton.next_power_of_2(B * C)))
     return LaunchConfig(
         _backward_planes_kernel, (triton.cdiv(B * C, block_p),),
         {"HAS_SHIFT": has_shift, "BLOCK_P": block_p, "BLOCK_HW": block_hw, **math_constexprs},

@@ -116,7 +116,7 @@ def _tile(shape: tuple[int, ...]) -> tuple[int, dict[str, int], int]:
     rows, row = shape[0], math.prod(shape[1:])
     tile = tiles.current().weight_tile
     block = min(triton.next_power_of_2(max(row, 1)), tile)
-    block_r = max(1, tile // block)
+    block_r = max(1, min(tile // block, triton.next_power_of_2(rows)))
     return triton.cdiv(rows, block_r), {"BLOCK_R": block_r, "BLOCK": block}, tiles.num_warps(block_r * block)
 
 

@@ -1,11 +1,18 @@
-"""Official-checkpoint import: a state dict with exactly the official keys and shapes gives the same function as
-a model whose parameters were copied by hand; bad state dicts raise one error that lists every problem."""
+"""Official-checkpoint import: `from_official` models compute the official SD-BNN code's function (forward values and
+gradients, float64, against numbers the official code produced: tests/data/); a state dict with exactly the official
+keys and shapes gives the same function as a model whose parameters were copied by hand; bad state dicts raise one
+error that lists every problem."""
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 import sdbnn
-from sdbnn.official import OFFICIAL_MODELS, OfficialCheckpointError
+from sdbnn import ops
+from sdbnn.official import OFFICIAL_MODELS, OfficialCheckpointError, official_to_project_key
 
 INPUT = {"resnet18_imagenet": torch.randn(2, 3, 64, 64)}
 
@@ -111,7 +118,8 @@ def test_converted_model_equals_hand_copied_model(name):
     for mode in ("eval", "train"):
         getattr(converted, mode)()
         getattr(by_hand, mode)()
-        with torch.no_grad():
+        # a key-mapping check: both run the same code (the interpreted kernels would only make it slow)
+        with torch.no_grad(), sdbnn.backend("reference"):
             torch.testing.assert_close(converted(x), by_hand(x), rtol=0, atol=0)
 
 
@@ -175,3 +183,101 @@ def test_saved_weights_are_atomic_and_have_ordinary_permissions(tmp_path):
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # safetensors recreates the temp file as 0600
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp file left behind
+
+
+# --- the official code's own numbers ---------------------------------------------------------------------------
+
+OFFICIAL_REFERENCE = Path(__file__).parent / "data" / "official_sdbnn_reference.safetensors"  # see data/README.md
+# float64 rounding, relative to the largest value of each quantity in the model (measured: ≤ 1.4e-13, on the sums
+# of parameter gradients over millions of weights; ≤ 1e-14 on everything else)
+RELATIVE_TOLERANCE = 1e-12
+# The fused path runs the interpreted Triton kernels here: ~10 s per model and mode for ResNet-20, 25-40 s for the
+# three models with millions of weights (their weight_sign passes), so those run with the slow tests.
+FUSED_PATH_IN_DEFAULT_RUN = ("resnet20",)
+
+
+@pytest.fixture(scope="module")
+def official_reference():
+    with safe_open(OFFICIAL_REFERENCE, "pt") as file:
+        return file.metadata(), {key: file.get_tensor(key) for key in file.keys()}
+
+
+def recipe_state_dict(name: str, seed: int) -> dict[str, torch.Tensor]:
+    """The official state dict the reference numbers were computed from, rebuilt from its recipe (data/README.md):
+    draws in float32 from one generator in the layout file's order, then float64."""
+    generator = torch.Generator().manual_seed(seed)
+    _, layout = sdbnn.official_layout(name)
+    state = {}
+    for key, shape in layout.items():
+        if key.endswith("num_batches_tracked"):  # the layouts' only int64 entries: no draw
+            state[key] = torch.zeros(shape, dtype=torch.int64)
+            continue
+        module = key.rsplit(".", 1)[0]
+        if key.endswith("running_var") or (key.endswith(".weight") and f"{module}.running_var" in layout):
+            value = torch.rand(shape, generator=generator) + 0.5  # BatchNorm variances and weights
+        elif key.endswith("running_mean"):
+            value = torch.randn(shape, generator=generator) * 0.1
+        elif key.endswith("alpha"):
+            value = torch.randn(shape, generator=generator) * 2.0
+        else:
+            value = torch.randn(shape, generator=generator) * 0.1
+        state[key] = value.double()
+    return state
+
+
+@pytest.mark.parametrize("name", OFFICIAL_MODELS)
+def test_recipe_rebuilds_the_reference_weights(name, official_reference):
+    # checked first, so that a changed recipe fails as such and not as a wrong model
+    metadata, tensors = official_reference
+    values = [value for value in recipe_state_dict(name, int(metadata[f"{name}.seed"])).values()
+              if value.is_floating_point()]
+    checksum = torch.stack([sum(value.sum() for value in values), sum(value.square().sum() for value in values)])
+    torch.testing.assert_close(checksum, tensors[f"{name}.recipe_checksum"], rtol=1e-14, atol=0)
+
+
+def assert_close_to_largest(actual, expected, what):
+    """Elementwise, within RELATIVE_TOLERANCE of the largest expected magnitude (gradients that cancel to ~1e-17
+    are compared at the model's scale, not their own)."""
+    scale = expected.abs().max().item()
+    error = (actual - expected).abs().max().item()
+    assert error <= RELATIVE_TOLERANCE * scale, f"{what}: max error {error:.3g} against scale {scale:.3g}"
+
+
+OFFICIAL_FUNCTION_CASES = [
+    pytest.param(name, backend, id=f"{name}-{'fused-kernels' if backend == 'ops' else backend}",
+                 marks=[] if backend == "reference" or name in FUSED_PATH_IN_DEFAULT_RUN else [pytest.mark.slow])
+    for name in OFFICIAL_MODELS for backend in ("reference", "ops")
+]
+
+
+@pytest.mark.parametrize("name,backend", OFFICIAL_FUNCTION_CASES)
+def test_from_official_computes_the_official_function(name, backend, official_reference):
+    """Logits, input gradient and every parameter gradient (norm, sum, first 16 values) of the official code in
+    float64, train mode then eval mode (BatchNorm's running statistics from the train pass), at EDE k = 2, t = 0.5:
+    on the reference backend, and on the fused ops running the Triton kernels (interpreted, in float64)."""
+    metadata, tensors = official_reference
+    model = sdbnn.from_official(name, recipe_state_dict(name, int(metadata[f"{name}.seed"]))).double()
+    sdbnn.set_ede(model, float(metadata["k"]), float(metadata["t"]))
+    parameters = dict(model.named_parameters())
+    official_names = json.loads(metadata[f"{name}.param_names"])
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        model.zero_grad(set_to_none=True)
+        x = tensors[f"{name}.{mode}.input"].clone().requires_grad_()
+        if backend == "ops":
+            assert ops.uses_triton(x), "the fused path must run the Triton kernels (TRITON_INTERPRET=1)"
+        with sdbnn.backend(backend):
+            logits = model(x)
+            logits.square().sum().backward()
+        expected = {key.removeprefix(f"{name}.{mode}."): value for key, value in tensors.items()
+                    if key.startswith(f"{name}.{mode}.")}
+        assert_close_to_largest(logits.detach(), expected["logits"], f"{mode} logits")
+        assert_close_to_largest(x.grad, expected["input_grad"], f"{mode} input gradient")
+        gradients = [parameters[official_to_project_key(name, key)].grad.flatten() for key in official_names]
+        head = torch.stack([torch.nn.functional.pad(grad[:16], (0, max(0, 16 - grad.numel()))) for grad in gradients])
+        norms = torch.stack([grad.norm() for grad in gradients])
+        sums = torch.stack([grad.sum() for grad in gradients])
+        assert_close_to_largest(norms, expected["param_grad_norm"], f"{mode} gradient norms")
+        torch.testing.assert_close(sums, expected["param_grad_sum"], rtol=0,
+                                   atol=RELATIVE_TOLERANCE * expected["param_grad_norm"].max().item())
+        assert_close_to_largest(head, expected["param_grad_head16"], f"{mode} first gradient values")
