@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import socket
@@ -106,3 +107,17 @@ def run_two_nodes(script: str | Path, args_of_node, timeout: int = 900) -> list[
              for machine in (0, 1)]
     outputs = [node.communicate(timeout=timeout) for node in nodes]
     return [subprocess.CompletedProcess(node.args, node.returncode, *output) for node, output in zip(nodes, outputs)]
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's thread count set to ``count`` inside the block: runs compared within one process need the same count
+    on both sides, and one thread keeps in-process training fast on a busy 2-core machine (more threads spin)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -6,6 +6,7 @@ import contextlib
 import functools
 
 import torch
+from helpers import torch_threads
 
 from sdbnn.engine import trainer as trainer_module
 from sdbnn.engine.config import TrainConfig
@@ -52,7 +53,7 @@ def syncs_in_train_epoch(tmp_path, images: int) -> tuple[int, int]:
             counts["on"] = False
 
     trainer.train_epoch = counted_epoch
-    with counting_syncs(counts):
+    with counting_syncs(counts), torch_threads(1):  # one thread: fast on a busy machine too
         trainer.fit()
     counts.pop("on")
     return sum(counts.values()), trainer.steps_per_epoch

@@ -26,6 +26,7 @@ from helpers import (
     process_environment,
     run_script,
     run_two_nodes,
+    torch_threads,
 )
 from safetensors.torch import load_file
 
@@ -114,12 +115,8 @@ def test_stop_signals_are_recorded_while_active_and_restored_after():
 
 @pytest.fixture
 def one_thread():
-    """Runs compared in this process use one thread (the count changes float sums; and two busy cores make more
-    threads spin)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):  # runs compared in this process: the same thread count on both sides
+        yield
 
 
 def test_stop_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, capsys, one_thread):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers import LAUNCH, ROOT, cpu_env, run_script
+from helpers import LAUNCH, ROOT, cpu_env, run_script, torch_threads
 from safetensors.torch import load_file
 
 LAUNCHER = str(LAUNCH / "cifar.py")
@@ -98,7 +98,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, 
         return loss * bad if len(calls) > 6 else loss
 
     monkeypatch.setattr(trainer, "_loss", failing_loss)
-    with pytest.raises(TrainingDiverged, match=f"loss became {bad} at epoch 2, step 2;"):
+    with pytest.raises(TrainingDiverged, match=f"loss became {bad} at epoch 2, step 2;"), torch_threads(1):
         trainer.fit()
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and len(records(tmp_path)) == 1
@@ -109,7 +109,8 @@ def test_progress_is_a_live_bar_on_a_terminal_and_one_line_per_epoch_in_a_file(t
     with open(log, "w") as output:  # 64 digits in batches of 32: 2 steps per epoch
         result = subprocess.run([sys.executable, LAUNCHER, *DIGITS[:2], "--batch-size", "32", "--max-images", "64",
                                  "--epochs", "2", "--output-dir", str(tmp_path / "run")],
-                                stdout=output, stderr=subprocess.STDOUT, env=cpu_env(), cwd=ROOT, timeout=600)
+                                stdout=output, stderr=subprocess.STDOUT, env=cpu_env(OMP_NUM_THREADS="1"), cwd=ROOT,
+                                timeout=600)
     written = log.read_text()
     assert result.returncode == 0, written[-3000:]
     assert "\r" not in written  # no progress-bar redraws
@@ -127,5 +128,6 @@ def test_progress_is_a_live_bar_on_a_terminal_and_one_line_per_epoch_in_a_file(t
     monkeypatch.setattr(sys, "stderr", terminal)
     trainer = Trainer(TrainConfig(model="resnet20", dataset="digits", epochs=1, batch_size=32, max_images=64,
                                   output_dir=str(tmp_path / "terminal"), backend="reference"))
-    trainer.train_epoch(0)
+    with torch_threads(1):
+        trainer.train_epoch(0)
     assert "\r" in terminal.getvalue() and "epoch 1/1" in terminal.getvalue()  # the bar, redrawn in place
