@@ -55,6 +55,11 @@ def test_both_stages_run_and_write_outputs(imagenet_dir, teacher_weights, tmp_pa
     assert stage2["init_from"] == str(tmp_path / "stage1" / "model.safetensors")
     assert stage2["model_options"] == {"binary_weights": True, "wsd": True} and stage2["weight_decay"] == 0.0
     assert stage2["teacher"] == "resnet34" and stage2["kd_alpha"] == 1.0
+    if processes == 2:  # the same command with --resume: rank 0 finds both stages finished, no rank trains
+        again = launch("--data-dir", str(imagenet_dir), *TINY, "--teacher-weights", str(teacher_weights),
+                       "--output-dir", str(tmp_path), "--resume", processes=processes)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert again.stdout.count("holds a finished run: nothing to train") == 2 and "world size" not in again.stdout
 
 
 def test_stage2_starts_from_stage1_and_teacher_stays_frozen(imagenet_dir, teacher_weights, tmp_path):
