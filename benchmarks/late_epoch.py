@@ -48,7 +48,7 @@ def recalibrated_final(run: Run) -> dict:
         trainer = Trainer(config)
         trainer.model.load_state_dict(run.weights())
         as_trained = trainer.evaluate()["val_top1"]
-        trainer.recalibrate_batchnorm()
+        trainer.recalibrate_batchnorm(config.epochs - 1)  # over the last epoch's batches, as the run saw them
         recalibrated = trainer.evaluate()["val_top1"]
     return {"final_top1": as_trained, "recalibrated_top1": recalibrated}
 
