@@ -1,19 +1,24 @@
 """Loader throughput: FFCV vs torchvision on the ImageNet train pipeline, device-resident vs torchvision for CIFAR.
 
-    python -m benchmarks.loaders --json benchmarks/results/loaders-cpu.json
+    python -m benchmarks.loaders --out benchmarks/results     # ~2 minutes on 2 idle cores
 
-Both ImageNet pipelines do RandomResizedCrop(224, 0.08–1) + flip + PCA lighting + normalisation with the same number
-of workers, on real JPEGs: foolbox's 20 ImageNet photos (~500 px) copied to ``--images`` files (or ``--data-dir``, an
-ImageFolder of your own). CIFAR compares the device-resident loader with torchvision's CIFAR10 + DataLoader on
-foolbox's 20 real CIFAR-10 images repeated to ``--cifar-images``. One warm-up epoch each (FFCV compiles its
-pipeline then), then the median of timed epochs. Ratios are measured in the same run.
+Both ImageNet pipelines do RandomResizedCrop(224, 0.08–1) + flip + PCA lighting + normalisation into NCHW float
+batches (the CPU model's layout) with the same number of workers, on real JPEGs: foolbox's 20 ImageNet photos
+(~500 px) copied to ``--images`` files (or ``--data-dir``, an ImageFolder of your own). CIFAR compares the
+device-resident loader with torchvision's CIFAR10 + DataLoader on foolbox's 20 real CIFAR-10 images repeated to
+``--cifar-images``.
+
+Every pipeline runs one warm-up epoch (workers start, FFCV compiles), then ``--rounds`` rounds of one epoch each,
+interleaved (the order reversed every other round), so that other load on the machine falls on every pipeline
+alike; rates are the medians over rounds and every ratio compares pipelines measured in this same run. Each epoch
+also records the CPU time of this process and its worker processes per image (what other load inflates least), and
+the run records how much CPU other processes used meanwhile: a busy machine is written down, not hidden.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import pickle
 import shutil
@@ -25,10 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets import ImageFolder
 
+from sdbnn import provenance
 from sdbnn.pipelines import DeviceResidentLoader, read_cifar
 from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, write_beton
-from sdbnn.pipelines.loaders import cifar_torchvision_loader, imagenet_loader
+from sdbnn.pipelines.loaders import CifarDataset
+from sdbnn.pipelines.transforms import cifar_train_transform, imagenet_train_transform
 
 
 def foolbox_data() -> Path | None:
@@ -86,17 +94,81 @@ def make_cifar_root(root: Path, count: int) -> Path:
     return root
 
 
-def images_per_second(loader, epochs: int) -> float:
-    rates = []
-    for epoch in range(epochs + 1):  # the first epoch warms up (workers start, FFCV compiles)
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        started, seen = time.perf_counter(), 0
-        for images, _ in loader:
-            seen += images.shape[0]
-        if epoch > 0:
-            rates.append(seen / (time.perf_counter() - started))
-    return statistics.median(rates)
+def torchvision_baseline(dataset, batch_size: int, workers: int, device: torch.device):
+    """The usual torchvision recipe: per-sample transforms in persistent worker processes, shuffled, default
+    collation into NCHW float batches (pinned for a GPU). Only the decode and augmentation work: the project's
+    fallback loaders also seed every sample for exact resumes, which a comparison with torchvision should not
+    charge torchvision for."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(0))
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds used so far by this process (all its threads: FFCV's) and its live children (DataLoader workers)."""
+    import psutil  # accelerate's dependency
+
+    process = psutil.Process()
+    total = sum(process.cpu_times()[:2])
+    for child in process.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:  # a worker that just exited
+            pass
+    return total
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy (every process), from /proc/stat; None where there is none."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_epoch(loader, epoch: int, device: torch.device) -> dict:
+    """One epoch, every batch delivered on ``device``: images/s and CPU milliseconds per image (this process and its
+    workers)."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    cpu, started, seen = _own_cpu_seconds(), time.perf_counter(), 0
+    for images, _ in loader:
+        images = images.to(device, non_blocking=True)  # the torchvision batches; the others are there already
+        seen += images.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    return {"images_per_s": seen / seconds, "cpu_ms_per_image": 1e3 * (_own_cpu_seconds() - cpu) / seen}
+
+
+def interleaved_rounds(pipelines: dict, rounds: int, device: torch.device) -> dict:
+    """A warm-up epoch of every pipeline, then ``rounds`` rounds of one epoch each, in alternating order. Returns
+    each pipeline's per-round measurements and the machine's other load during the timed rounds."""
+    for loader in pipelines.values():
+        timed_epoch(loader, 0, device)
+    per_round = {name: [] for name in pipelines}
+    load_before, machine, own = os.getloadavg()[0], _machine_busy_seconds(), _own_cpu_seconds()
+    started = time.perf_counter()
+    for round_index in range(1, rounds + 1):
+        order = list(pipelines) if round_index % 2 else list(reversed(pipelines))
+        for name in order:
+            per_round[name].append(timed_epoch(pipelines[name], round_index, device))
+            print(f"  round {round_index}: {name:28s} {per_round[name][-1]['images_per_s']:9.0f} images/s", flush=True)
+    seconds = time.perf_counter() - started
+    machine_after = _machine_busy_seconds()
+    others = None if machine is None else max(0.0, (machine_after - machine) - (_own_cpu_seconds() - own)) / seconds
+    contention = {"cores": provenance.usable_cores(), "timed_seconds": round(seconds, 1),
+                  "load_average_1min_before": load_before, "load_average_1min_after": os.getloadavg()[0],
+                  "other_processes_cores": None if others is None else round(others, 2)}
+    return {"per_round": per_round, "contention": contention}
+
+
+def _median(rows: list[dict], key: str) -> float:
+    return statistics.median(row[key] for row in rows)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,64 +180,65 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-resolution", type=int, default=500, help="longest side stored in the .beton")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up epoch)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="timed rounds, each one epoch of every pipeline (after one warm-up epoch each)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--out", type=Path, help="write loaders-<device>-<date>.json and .md in this folder")
     return parser.parse_args(argv)
 
 
-QUICK_ARGS = ["--images", "64", "--cifar-images", "1024", "--epochs", "1", "--batch-size", "32",
+QUICK_ARGS = ["--images", "64", "--cifar-images", "1024", "--rounds", "1", "--batch-size", "32",
               "--max-resolution", "256", "--workers", "2"]
 
 
+# ratio name: (pipeline, the baseline it is divided by), both measured in the same rounds
+COMPARISONS = {"imagenet_ffcv_over_torchvision": ("imagenet_ffcv", "imagenet_torchvision"),
+               "cifar_device_over_torchvision": ("cifar_device_resident", "cifar_torchvision")}
+
+
 def run(args: argparse.Namespace) -> dict:
-    """Images/s of each pipeline and the ratios, measured in this run."""
-    result = {"workers": args.workers, "batch_size": args.batch_size, "images": args.images,
+    """Images/s of each pipeline and the ratios, measured in interleaved rounds of this run."""
+    result = {"workers": args.workers, "batch_size": args.batch_size, "images": args.images, "rounds": args.rounds,
               "real_images": foolbox_data() is not None or args.data_dir is not None}
+    device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         folder = args.data_dir or make_imagenet_folder(scratch / "imagenet", args.images)
-        torchvision_rate = images_per_second(
-            imagenet_loader(folder, args.batch_size, train=True, device=args.device, workers=args.workers), args.epochs
-        )
-        result["imagenet_torchvision_images_per_s"] = torchvision_rate
-        print(f"ImageNet train, torchvision ImageFolder + DataLoader: {torchvision_rate:8.0f} images/s")
+        photos = ImageFolder(str(folder), imagenet_train_transform())
+        pipelines = {"imagenet_torchvision": torchvision_baseline(photos, args.batch_size, args.workers, device)}
         if ffcv_available():
             beton = write_beton(folder, scratch / "imagenet.beton", write_mode=args.write_mode,
                                 max_resolution=args.max_resolution, workers=args.workers)
             result["ffcv_storage"] = f"{args.write_mode}, max {args.max_resolution} px"
-            ffcv_rate = images_per_second(
-                FFCVImageLoader(beton, args.batch_size, train=True, device=args.device, num_workers=args.workers),
-                args.epochs,
-            )
-            result["imagenet_ffcv_images_per_s"] = ffcv_rate
-            result["imagenet_ffcv_over_torchvision"] = ffcv_rate / torchvision_rate
-            print(f"ImageNet train, FFCV:                                {ffcv_rate:8.0f} images/s "
-                  f"({ffcv_rate / torchvision_rate:.2f}x torchvision)")
+            pipelines["imagenet_ffcv"] = FFCVImageLoader(beton, args.batch_size, train=True, device=args.device,
+                                                         num_workers=args.workers)
         else:
             print("ffcv is not installed: no FFCV row")
-
         cifar_root = make_cifar_root(scratch / "cifar", args.cifar_images)
-        cifar_torchvision = images_per_second(
-            cifar_torchvision_loader(cifar_root, 128, train=True, device=args.device, workers=args.workers),
-            args.epochs,
-        )
-        device_loader = DeviceResidentLoader(read_cifar(cifar_root, train=True), 128, train=True, device=args.device)
-        cifar_device = images_per_second(device_loader, args.epochs)
-        result.update(
-            cifar_torchvision_images_per_s=cifar_torchvision,
-            cifar_device_resident_images_per_s=cifar_device,
-            cifar_device_over_torchvision=cifar_device / cifar_torchvision,
-        )
-        print(f"CIFAR train, torchvision CIFAR10 + DataLoader:        {cifar_torchvision:8.0f} images/s")
-        print(f"CIFAR train, device-resident loader ({args.device}):        {cifar_device:8.0f} images/s "
-              f"({cifar_device / cifar_torchvision:.1f}x torchvision)")
+        cifar = CifarDataset(cifar_root, train=True, transform=cifar_train_transform())
+        pipelines["cifar_torchvision"] = torchvision_baseline(cifar, 128, args.workers, device)
+        pipelines["cifar_device_resident"] = DeviceResidentLoader(read_cifar(cifar_root, train=True), 128, train=True,
+                                                                  device=args.device)
+        measured = interleaved_rounds(pipelines, args.rounds, device)
+    result["contention"] = measured["contention"]
+    result["per_round"] = measured["per_round"]
+    for name, rows in measured["per_round"].items():
+        result[f"{name}_images_per_s"] = _median(rows, "images_per_s")
+        result[f"{name}_cpu_ms_per_image"] = _median(rows, "cpu_ms_per_image")
+    for ratio, (name, baseline) in COMPARISONS.items():
+        if name not in measured["per_round"]:
+            continue
+        result[ratio] = result[f"{name}_images_per_s"] / result[f"{baseline}_images_per_s"]
+        result[f"{ratio}_per_round"] = [mine["images_per_s"] / theirs["images_per_s"] for mine, theirs
+                                        in zip(measured["per_round"][name], measured["per_round"][baseline])]
+        result[f"{ratio}_cpu_time"] = result[f"{baseline}_cpu_ms_per_image"] / result[f"{name}_cpu_ms_per_image"]
     return result
 
 
 def markdown_table(result: dict) -> str:
     images = "real JPEGs" if result["real_images"] else "synthetic JPEGs (foolbox not installed)"
-    lines = [f"{result['workers']} workers each, {images}; ratios measured in the same run.", "",
+    rounds = f"median of {result['rounds']} interleaved rounds" if "rounds" in result else "medians"
+    lines = [f"{result['workers']} workers each, {images}; {rounds}, ratios measured in the same run.", "",
              "| pipeline | images/s | ratio |", "|---|---|---|",
              f"| ImageNet train, torchvision ImageFolder + DataLoader | {result['imagenet_torchvision_images_per_s']:,.0f} | 1.00 |"]
     if "imagenet_ffcv_images_per_s" in result:
@@ -174,18 +247,38 @@ def markdown_table(result: dict) -> str:
     lines += [f"| CIFAR train, torchvision-style dataset + DataLoader | {result['cifar_torchvision_images_per_s']:,.0f} | 1.00 |",
               f"| CIFAR train, device-resident loader | {result['cifar_device_resident_images_per_s']:,.0f} | "
               f"{result['cifar_device_over_torchvision']:.1f}× |"]
+    if "imagenet_ffcv_over_torchvision_per_round" in result:
+        per_round = ", ".join(f"{ratio:.2f}" for ratio in result["imagenet_ffcv_over_torchvision_per_round"])
+        lines += ["", f"FFCV ÷ torchvision per round: {per_round}. CPU time per image (this process and its workers): "
+                      f"torchvision {result['imagenet_torchvision_cpu_ms_per_image']:.2f} ms, FFCV "
+                      f"{result['imagenet_ffcv_cpu_ms_per_image']:.2f} ms "
+                      f"({result['imagenet_ffcv_over_torchvision_cpu_time']:.2f}× less)."]
+    contention = result.get("contention")
+    if contention and contention.get("other_processes_cores") is not None:
+        lines += ["", f"Other load: other processes used {contention['other_processes_cores']:.2f} of "
+                      f"{contention['cores']} cores on "
+                      f"average during the {contention['timed_seconds']:.0f} s of timed rounds (1-minute load average "
+                      f"{contention['load_average_1min_before']:.2f} before, {contention['load_average_1min_after']:.2f} "
+                      "after)."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.common import environment
+    from benchmarks.common import environment, write_results
 
     args = parse_args(argv)
-    result = {**environment(torch.device(args.device)), **run(args)}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    command = " ".join(["python -m benchmarks.loaders", *(sys.argv[1:] if argv is None else argv)])
+    info = {**environment(torch.device(args.device)), "command": command}
+    result = {**info, **run(args)}
+    print(markdown_table(result))
+    if args.out:
+        machine = info["environment"]
+        header = (f"# Loader throughput — {info['device']} — {info['date']}\n\n`{command}` at commit "
+                  f"{machine['commit']}{' (with uncommitted changes)' if machine['uncommitted_changes'] else ''}; "
+                  f"{machine['cpu_model']}, {machine['cpu_cores']} cores, torch {info['torch']} "
+                  f"({machine['torch_threads']} threads).\n\n")
+        path = write_results(args.out, "loaders", result, header + markdown_table(result))
+        print(f"wrote {path} and .md")
     return 0
 
 

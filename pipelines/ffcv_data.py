@@ -1,12 +1,16 @@
 """FFCV: writing CIFAR / ImageFolder datasets to ``.beton`` files, and loaders with the paper's augmentations.
 
 FFCV decodes JPEGs with compiled, multi-threaded code and is how the ImageNet run stops being input-bound.
-Normalisation and PCA lighting run in torch after the FFCV pipeline (a numba op after ToTensor can make FFCV spin
-forever on CPU), and every Loader gets freshly built pipeline objects (reusing them across Loaders corrupts shapes).
+On CPU, FFCV's compiled worker threads also normalise, writing each image straight into the channels-first float
+batch the CPU model takes (transposing the batch afterwards on the host thread cost 15–30% of the throughput);
+on CUDA, uint8 crosses to the device and is normalised there. PCA lighting runs in torch after the FFCV pipeline
+(its draws come from a seeded torch generator, and a numba op after ToTensor can make FFCV spin forever on CPU).
+Every Loader gets freshly built pipeline objects (reusing them across Loaders corrupts shapes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -29,9 +33,21 @@ WRITE_MODES = ("raw", "jpg", "smart", "proportion")
 IMAGENET_VAL_CROP_RATIO = 224 / 256  # resize-256 / center-crop-224
 
 
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """ffcv 1.0.2 sets torch's thread count to its own worker count when imported (to 1), when a Loader is made and
+    when an epoch starts: a CPU training run would compute with the loader's worker count. Give the caller's back."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def ffcv_available() -> bool:
     try:
-        import ffcv  # noqa: F401
+        with _torch_threads_kept():
+            import ffcv  # noqa: F401
     except ImportError:
         return False
     return True
@@ -133,18 +149,63 @@ def _open_loader(path: Path, **kwargs):
     if not path.is_file():
         raise FileNotFoundError(f"FFCV file {path} does not exist")
     try:
-        return Loader(str(path), **kwargs)
+        with _torch_threads_kept():
+            return Loader(str(path), **kwargs)
     except Exception as error:  # FFCV reports a damaged header in many ways
         raise ValueError(f"{path} is not a readable FFCV .beton file ({type(error).__name__}: {error})") from None
+
+
+def _flip_normalize_channels_first(flip_probability: float):
+    """An FFCV operation, compiled and parallel over the batch in FFCV's worker threads: uint8 [B, H, W, 3] images →
+    ``(x − mean) / std`` as float32 [B, 3, H, W] (ImageNet statistics), each image mirrored left–right with
+    ``flip_probability``. One pass: the batch arrives NCHW-contiguous, with no separate flip copy before it and no
+    transposing copy on the host thread after it."""
+    from dataclasses import replace
+
+    from ffcv.pipeline.allocation_query import AllocationQuery
+    from ffcv.pipeline.compiler import Compiler
+    from ffcv.pipeline.operation import Operation
+
+    # (v / 255 − mean) / std for every uint8 value v and channel: a lookup per pixel, as FFCV's own NormalizeImage
+    table = ((np.arange(256)[:, None] / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).astype(np.float32)
+
+    class FlipNormalizeChannelsFirst(Operation):
+        def generate_code(self):
+            images_of = Compiler.get_iterator()
+
+            def flip_normalize_channels_first(images, result, indices):
+                flips = np.random.rand(len(indices)) < flip_probability  # FFCV's own flip draws it this way too
+                width = images.shape[2]
+                for i in images_of(len(indices)):
+                    for y in range(images.shape[1]):  # a row at a time: read pixels in order, write three planes
+                        row, red, green, blue = images[i, y], result[i, 0, y], result[i, 1, y], result[i, 2, y]
+                        for x in range(width):
+                            source = width - 1 - x if flips[i] else x
+                            red[x] = table[row[source, 0], 0]
+                            green[x] = table[row[source, 1], 1]
+                            blue[x] = table[row[source, 2], 2]
+                return result[: len(indices)]
+
+            flip_normalize_channels_first.is_parallel = True
+            flip_normalize_channels_first.with_indices = True
+            return flip_normalize_channels_first
+
+        def declare_state_and_memory(self, previous_state):
+            height, width, channels = previous_state.shape
+            shape, dtype = (channels, height, width), np.dtype(np.float32)
+            return replace(previous_state, jit_mode=True, shape=shape, dtype=dtype), AllocationQuery(shape, dtype)
+
+    return FlipNormalizeChannelsFirst()
 
 
 class FFCVImageLoader:
     """An FFCV loader yielding (normalised float images in the device's layout, on device; labels).
 
-    ImageNet train: RandomResizedCrop(scale 0.08–1) + flip in FFCV, then PCA lighting and normalisation in torch on
-    the device; val: the resize-256/center-crop-224 equivalent. ``resolution_ramp = (start_res, end_res,
-    start_epoch, end_epoch)`` is progressive resizing as in FFCV's ImageNet recipe: the training crop grows linearly
-    from start_res to end_res between the two epochs (in steps of 32 px), applied by `set_epoch`.
+    ImageNet train: RandomResizedCrop(scale 0.08–1) + flip in FFCV, normalisation in FFCV's workers (CPU) or on the
+    device (CUDA), then PCA lighting in torch; val: the resize-256/center-crop-224 equivalent.
+    ``resolution_ramp = (start_res, end_res, start_epoch, end_epoch)`` is progressive resizing as in FFCV's ImageNet
+    recipe: the training crop grows linearly from start_res to end_res between the two epochs (in steps of 32 px),
+    applied by `set_epoch`.
     ``distributed=True`` shards by torch.distributed rank (works under accelerate).
     """
 
@@ -174,7 +235,6 @@ class FFCVImageLoader:
         )
         from ffcv.loader import OrderOption
         from ffcv.transforms import (
-            NormalizeImage,
             RandomHorizontalFlip,
             RandomTranslate,
             Squeeze,
@@ -201,19 +261,21 @@ class FFCVImageLoader:
                 if train
                 else CenterCropRGBImageDecoder((resolution, resolution), ratio=IMAGENET_VAL_CROP_RATIO)
             )
-            augment = [RandomHorizontalFlip()] if train else []
+            translate = []
         else:
             self.decoder = SimpleRGBImageDecoder()
-            augment = [RandomHorizontalFlip(), RandomTranslate(padding=4, fill=(0, 0, 0))] if train else []
-        if self.device.type == "cuda":
-            # uint8 crosses to the GPU (4× fewer bytes than float) and is normalised there
-            to_device, normalise_in_ffcv = [ToDevice(self.device, non_blocking=True)], []
-        else:
-            # on CPU, FFCV's compiled worker threads normalise (before ToTensor: a numba op after it can hang)
-            mean, std = np.array(IMAGENET_MEAN) * 255, np.array(IMAGENET_STD) * 255
-            to_device, normalise_in_ffcv = [], [NormalizeImage(mean, std, np.float32)]
-        self.normalised_by_ffcv = bool(normalise_in_ffcv)
-        image_pipeline = [self.decoder, *augment, *normalise_in_ffcv, ToTensor(), *to_device, ToTorchImage()]
+            # translating before flipping draws the same distribution as the usual flip-then-translate (the
+            # offsets are symmetric), and leaves the flip last, where the CPU path fuses it into normalisation
+            translate = [RandomTranslate(padding=4, fill=(0, 0, 0))] if train else []
+        self.normalised_by_ffcv = self.device.type != "cuda"
+        if self.normalised_by_ffcv:  # float32 NCHW out of FFCV's worker threads (before ToTensor: see the top)
+            to_device = []
+            flip_normalize = _flip_normalize_channels_first(0.5 if train else 0.0)
+            image_pipeline = [self.decoder, *translate, flip_normalize, ToTensor()]
+        else:  # uint8 crosses to the GPU (4× fewer bytes than float) and is normalised there
+            to_device = [ToDevice(self.device, non_blocking=True)]
+            flip = [RandomHorizontalFlip()] if train else []
+            image_pipeline = [self.decoder, *translate, *flip, ToTensor(), *to_device, ToTorchImage()]
         label_pipeline = [IntDecoder(), ToTensor(), Squeeze(), *to_device]
         self.loader = _open_loader(
             Path(path),
@@ -262,7 +324,9 @@ class FFCVImageLoader:
         if self.lighting_std > 0:
             for _ in range(self.first_batch):  # the skipped batches' lighting draws: the generator continues exactly
                 lighting_offsets(self.loader.batch_size, self.lighting_std, self.generator)
-        for images, labels in self._batches():
+        with _torch_threads_kept():
+            batches = self._batches()
+        for images, labels in batches:
             lighting = None
             if self.lighting_std > 0:
                 lighting = lighting_offsets(len(labels), self.lighting_std, self.generator)
