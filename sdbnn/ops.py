@@ -138,16 +138,14 @@ def _act_sign_backward(
 
 
 def _ede_activation_grad(grad: Tensor, x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor) -> Tensor:
-    """grad · k·t·(1 − tanh²(t·(x + shift))), the CPU training hot spot, as grad · 4k·t·σ(2t·v)·(1 − σ(2t·v)) in four
+    """grad · k·t·(1 − tanh²(t·(x + shift))), the CPU training hot spot, as grad · 4k·t·σ(2t·v)·(1 − σ(2t·v)) in five
     in-place passes over one buffer: on CPU, sigmoid is ~3× faster than tanh, and the formula written out allocates
-    and sweeps memory twice as often. Like the reference's 1 − tanh², it rounds to 0 far in the tails."""
+    and sweeps memory twice as often."""
     dtype = reference.compute_dtype(x.dtype, *([] if shift is None else [shift.dtype]))
     k, t = k.to(dtype), t.to(dtype)
-    if shift is None:
-        doubled = torch.mul(x.to(dtype), 2 * t)
-    else:
-        doubled = torch.add(x.to(dtype), shift.to(dtype)[:, :, None, None]).mul_(2 * t)
-    gate = doubled.sigmoid_()
+    shifted = x.to(dtype).abs() if shift is None else torch.add(x.to(dtype), shift.to(dtype)[:, :, None, None]).abs_()
+    # σ(−2t|v|) ≤ ½: σ(1 − σ) is the same for ±v, and on this side it has no cancellation in the tails
+    gate = shifted.mul_(-2 * t).sigmoid_()
     torch.addcmul(gate, gate, gate, value=-1.0, out=gate)  # σ − σ² = σ(1 − σ)
     return torch.addcmul(gate.new_zeros(()), gate, grad, value=(4 * k * t).item(), out=gate)  # 4k·t·σ(1 − σ)·grad
 
