@@ -246,6 +246,19 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     return dict(zip(("registers", "stack", "static_shared", "local"), map(int, match.groups())))
 
 
+def ptxas_usage(ptx: str, arch: int) -> dict[str, int]:
+    """Registers and stack that `ptxas -v` reports for Triton's PTX: a second reading of what cuobjdump reads from
+    Triton's cubin (Triton's metadata has no register count without a GPU)."""
+    target = re.search(r"^\.target (\S+)", ptx, re.MULTILINE).group(1)  # sm_90a where Triton asks for it
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as file:
+        file.write(ptx)
+        file.flush()
+        log = subprocess.run([str(tool("ptxas-blackwell" if arch >= 100 else "ptxas")), "-v", f"--gpu-name={target}",
+                              file.name, "-o", os.devnull], capture_output=True, text=True, check=True).stderr
+    return {"registers": int(re.search(r"Used (\d+) registers", log).group(1)),
+            "stack": int(re.search(r"(\d+) bytes stack frame", log).group(1))}
+
+
 def compile_for(recorded, arch: int) -> dict[str, Any]:
     import triton
     import triton.compiler
@@ -257,7 +270,7 @@ def compile_for(recorded, arch: int) -> dict[str, Any]:
     compiled = triton.compiler.compile(source, target=GPUTarget("cuda", arch, 32),
                                        options={"num_warps": recorded.config.num_warps})
     usage = resource_usage(compiled.asm["cubin"])
-    return {**usage, "dynamic_shared": compiled.metadata.shared}
+    return {**usage, "dynamic_shared": compiled.metadata.shared, "ptx": compiled.asm["ptx"]}
 
 
 def launch_key(recorded) -> str:
@@ -277,8 +290,14 @@ def streamed_read_bytes(recorded, inputs: list[torch.Tensor]) -> int:
     return sum(arg.element_size() for arg in seen if any(arg is given for given in inputs))
 
 
-def compile_rows(launches, archs: list[int], log=print) -> list[dict]:
-    """One row per distinct specialization among ``launches`` ((launch, use) pairs) and target."""
+CROSS_CHECK_EVERY = 25  # specializations: cuobjdump's registers and stack against ptxas -v's
+
+
+def compile_rows(launches, archs: list[int], log=print, cross_check: list[bool] | None = None,
+                 cross_check_every: int = CROSS_CHECK_EVERY) -> list[dict]:
+    """One row per distinct specialization among ``launches`` ((launch, use) pairs) and target. ``cross_check``
+    collects, for every ``cross_check_every``-th specialization, whether `ptxas -v` agrees with cuobjdump."""
+    cross_check = [] if cross_check is None else cross_check
     from sdbnn.kernels.launches import json_value
 
     unique: dict[str, dict] = {}
@@ -309,6 +328,9 @@ def compile_rows(launches, archs: list[int], log=print) -> list[dict]:
             except Exception as error:  # noqa: BLE001 - a failed compile is a result row
                 rows.append({**row, "compiled": False, "error": f"{type(error).__name__}: {error}"[:2000]})
                 continue
+            if (number - 1) % cross_check_every == 0:
+                second = ptxas_usage(usage["ptx"], arch)
+                cross_check.append(second["registers"] == usage["registers"] and second["stack"] == usage["stack"])
             shared = usage["dynamic_shared"] + usage["static_shared"]
             fraction, blocks, limit = occupancy(arch, usage["registers"], config.num_warps, shared)
             rows.append({
@@ -329,13 +351,16 @@ def compile_rows(launches, archs: list[int], log=print) -> list[dict]:
 REPRESENTATIVE = {"activations": [(128, 64, 8, 8), (256, 64, 56, 56)], "weights": [(64, 64, 3, 3), (512, 512, 3, 3)]}
 
 
-def representative_rows(arch: int = OCCUPANCY_ARCH) -> list[dict]:
+def representative_rows(arch: int = OCCUPANCY_ARCH) -> tuple[list[dict], list[bool]]:
+    """(rows, whether ptxas -v agreed with cuobjdump on each) for the REPRESENTATIVE layers."""
     launches = recorded_launches(
         {shape: ["representative"] for shape in REPRESENTATIVE["activations"]},
         {shape: ["representative"] for shape in REPRESENTATIVE["weights"]},
         act_storage=("bf16",), weight_storage=(("fp32", "bf16"),), optional=(True,), surrogates=("ede",),
     )
-    return compile_rows(launches, [arch], log=lambda message: None)
+    cross_check: list[bool] = []
+    rows = compile_rows(launches, [arch], log=lambda message: None, cross_check=cross_check, cross_check_every=1)
+    return rows, cross_check
 
 
 def targets(rows: list[dict]) -> list[str]:
@@ -382,7 +407,9 @@ def markdown(result: dict) -> str:
         f"shift/alpha, every surrogate: {result['specializations']} distinct specializations, {len(rows)} rows "
         f"({len(compiled)} compiled).",
         "",
-        "Registers, stack and local memory from `cuobjdump -res-usage`; spill bytes = stack + local. Occupancy = "
+        f"Registers, stack and local memory from `cuobjdump -res-usage` on Triton's cubin (`ptxas -v` on its PTX "
+        f"agreed on {result['ptxas_cross_check']['agreed']} of {result['ptxas_cross_check']['checked']} "
+        "specializations cross-checked); spill bytes = stack + local. Occupancy = "
         "resident warps ÷ the SM's maximum, from registers (per warp, in units of 256, in 4 sub-partitions), warps "
         "per block, shared memory (dynamic + static + the driver's 1 KB per block) and the blocks-per-SM limit "
         "(`ARCHS` in benchmarks/kernel_resources.py). Reads in flight = resident blocks × tile elements × bytes read "
@@ -467,17 +494,23 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda message: print(message, flush=True)  # noqa: E731
     layers_by_model = {model: layer_shapes(model) for model in MODELS}
     log(f"{sum(len(layers) for layers in layers_by_model.values())} binary layers in {len(MODELS)} models")
-    rows = compile_rows(recorded_launches(*layer_uses(layers_by_model)), args.arch, log)
+    cross_check: list[bool] = []
+    rows = compile_rows(recorded_launches(*layer_uses(layers_by_model)), args.arch, log, cross_check)
     failures = targets(rows)
+    if not all(cross_check):
+        failures.append(f"ptxas -v disagrees with cuobjdump on {cross_check.count(False)} of {len(cross_check)} "
+                        "cross-checked specializations")
     today = datetime.date.today().isoformat()
     result = {
         "triton": triton.__version__, "torch": torch.__version__, "date": today, **commit(),
         "command": " ".join(["python -m benchmarks.kernel_resources", *(argv if argv is not None else sys.argv[1:])]),
+        "pythonpath": os.environ.get("PYTHONPATH"),  # e.g. another triton than the installed one
         "archs": [f"sm_{arch}" for arch in args.arch],
         "inputs": {model: recipe_batch(model) for model in MODELS},
         "layers": sum(len(layers) for layers in layers_by_model.values()),
         "specializations": len(rows) // len(args.arch),
         "arch_limits": {f"sm_{arch}": dataclasses.asdict(limits) for arch, limits in ARCHS.items()},
+        "ptxas_cross_check": {"checked": len(cross_check), "agreed": sum(cross_check)},
         "target_misses": failures,
         "rows": rows,
     }

@@ -17,7 +17,11 @@ SUBSET_SCRIPT = """
 import json
 from benchmarks import kernel_resources
 problem = kernel_resources.nvidia_backend_available()
-print(json.dumps({"skip": problem} if problem else {"rows": kernel_resources.representative_rows()}))
+if problem:
+    print(json.dumps({"skip": problem}))
+else:
+    rows, cross_check = kernel_resources.representative_rows()
+    print(json.dumps({"rows": rows, "cross_check": cross_check}))
 """
 
 
@@ -29,6 +33,7 @@ def sm90_rows():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if "skip" in result:
         pytest.skip(f"cannot compile for NVIDIA targets here: {result['skip']}")
+    assert result["cross_check"] and all(result["cross_check"]), "ptxas -v disagrees with cuobjdump"
     return result["rows"]
 
 

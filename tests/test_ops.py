@@ -1,6 +1,8 @@
 """Fused kernels and the op layer against the reference math (CPU, Triton interpreter)."""
 
 import contextlib
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import sdbnn
 from sdbnn import ops, reference
 from sdbnn.kernels import act_sign as act_kernels
-from sdbnn.kernels import tiles
+from sdbnn.kernels import surrogates, tiles
 from sdbnn.kernels import weight_sign as weight_kernels
 from sdbnn.testing import (
     ACT_SHAPES,
@@ -201,6 +203,64 @@ def test_kernels_reject_bad_shapes():
         act_kernels.forward(torch.randn(2, 3, 4, 4), torch.rand(3, 2))
     with pytest.raises(ValueError, match="alpha has shape"):
         weight_kernels.forward(torch.randn(4, 3, 3, 3), torch.rand(3))
+
+
+# --- the tests catch a wrong kernel -------------------------------------------------------------------------------
+
+ACT_STORE = "\n        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)\n        "
+# Each mutant is a kernel file with one fault (old -> new, each occurring once), loaded as a module of its own and
+# swapped into the launchers' module for one test: the checks the suite runs must fail on it.
+MUTANTS = {
+    "drops-k": (surrogates, [("derivative = k * t * (", "derivative = t * (")],
+                [(act_kernels, "surrogate_derivative"), (weight_kernels, "surrogate_derivative")]),
+    "act-drops-shift-from-derivative": (act_kernels, [
+        (f"surrogate_derivative(v, k, t, SURROGATE), 0.0){ACT_STORE}dshift += tl.sum(dx, axis={axis})",
+         f"surrogate_derivative(v - shift[{index}], k, t, SURROGATE), 0.0){ACT_STORE}dshift += tl.sum(dx, axis={axis})")
+        for axis, index in ((1, ":, None"), (0, "None, :"))  # NCHW planes, channels_last
+    ], [(act_kernels, "_backward_planes_kernel"), (act_kernels, "_backward_channels_last_kernel")]),
+    "weight-drops-shift-from-derivative": (weight_kernels, [
+        ("g * surrogate_derivative(v, k, t, SURROGATE)",
+         "g * surrogate_derivative(v - shift[:, None], k, t, SURROGATE)"),
+    ], [(weight_kernels, "_backward_kernel")]),
+    "loses-sigmoid-slope-in-dalpha": (weight_kernels, [("gate * (1.0 - gate) * scaled_mean", "gate * scaled_mean")],
+                                      [(weight_kernels, "_backward_kernel")]),
+}
+# What each mutant must fail: the suite's own checks (test_*_kernel_matches_reference), where the fault shows.
+MUTANT_CHECKS = {
+    "drops-k": [lambda: check_act_sign_kernel((3, 24, 7, 7), False, torch.float32, "ede", ede=EDE_POINTS[0]),
+                lambda: check_weight_sign_kernel((16, 16, 3, 3), False, torch.float32, "ede", ede=EDE_POINTS[2])],
+    "act-drops-shift-from-derivative": [lambda: check_act_sign_kernel((3, 24, 7, 7), False, torch.float32, "approx"),
+                                        lambda: check_act_sign_kernel((3, 24, 7, 7), True, torch.float32, "approx")],
+    "weight-drops-shift-from-derivative": [
+        lambda: check_weight_sign_kernel((16, 16, 3, 3), False, torch.float32, "ede")],
+    "loses-sigmoid-slope-in-dalpha": [lambda: check_weight_sign_kernel((16, 16, 3, 3), True, torch.float32, "ste")],
+}
+
+
+def load_mutant(module, replacements, tmp_path):
+    source = Path(module.__file__).read_text()
+    for old, new in replacements:
+        assert source.count(old) == 1, f"{old!r} is not once in {module.__name__}: update the mutant to the kernel"
+        source = source.replace(old, new)
+    path = tmp_path / f"mutant_{module.__name__.rsplit('.', 1)[-1]}.py"
+    path.write_text(source)  # a file, so that Triton can read the mutant's source
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mutant = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mutant)
+    return mutant
+
+
+@pytest.mark.parametrize("name", MUTANTS)
+def test_kernel_mutants_are_caught(name, tmp_path, monkeypatch):
+    module, replacements, swaps = MUTANTS[name]
+    for check in MUTANT_CHECKS[name]:
+        check()  # the real kernels pass
+    mutant = load_mutant(module, replacements, tmp_path)
+    for target, attribute in swaps:
+        monkeypatch.setattr(target, attribute, getattr(mutant, attribute))
+    for check in MUTANT_CHECKS[name]:
+        with pytest.raises(AssertionError):
+            check()
 
 
 # --- the op layer ---------------------------------------------------------------------------------------------
