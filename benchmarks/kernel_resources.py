@@ -446,29 +446,23 @@ def markdown(result: dict) -> str:
             f"{_span([r['read_bytes_in_flight_per_sm'] / 1024 for r in done], '{:.0f} KB')} |"
         )
     lines += ["", "## Launch configurations the launchers choose", "",
-              "Per kernel, each distinct tile and num_warps, with one layer shape that gets it, its grid and its sm_90 "
-              "resources (fp32 storage, with shift/alpha, EDE for the backward kernels).", "",
-              "| kernel | tile | num_warps | example (shape, layout) | grid | layers | sm_90 registers "
-              "| sm_90 occupancy |",
+              f"Per kernel, each distinct tile and num_warps: one layer shape that gets it (its dtype, grid), and the "
+              f"sm_{OCCUPANCY_ARCH} registers and occupancy over every specialization with that tile (dtypes, "
+              "surrogates, with and without shift/alpha).", "",
+              f"| kernel | tile | num_warps | example | grid | specializations | sm_{OCCUPANCY_ARCH} registers "
+              f"| sm_{OCCUPANCY_ARCH} occupancy |",
               "|---|---|---|---|---|---|---|---|"]
-    seen = set()
+    tiles_used = defaultdict(list)
     for row in rows:
-        if row["arch"] != f"sm_{OCCUPANCY_ARCH}" or not row["compiled"] or row["example"]["dtype"] != "fp32":
-            continue
-        constexprs = row["constexprs"]
-        if not (constexprs.get("HAS_SHIFT", True) and constexprs.get("HAS_ALPHA", True)
-                and constexprs.get("SURROGATE", 0) == 0):
-            continue
-        key = (row["kernel"], _tile_text(constexprs), row["num_warps"])
-        if key in seen:
-            continue
-        seen.add(key)
-        example = row["example"]
+        if row["arch"] == f"sm_{OCCUPANCY_ARCH}" and row["compiled"]:
+            tiles_used[(row["kernel"], _tile_text(row["constexprs"]), row["num_warps"])].append(row)
+    for (kernel, tile, warps), group in tiles_used.items():
+        example = group[0]["example"]
         runtime = f" {example['runtime']}" if "runtime" in example else ""
         lines.append(
-            f"| {row['kernel']} | {_tile_text(constexprs)} | {row['num_warps']} | "
-            f"{'×'.join(map(str, example['shape']))} {example['layout']} | {example['grid']}{runtime} | "
-            f"{row['layers']} | {row['registers']} | {row['occupancy']:.0%} |"
+            f"| {kernel} | {tile} | {warps} | {'×'.join(map(str, example['shape']))} {example['layout']} "
+            f"{example['dtype']} | {example['grid']}{runtime} | {len(group)} | "
+            f"{_span([r['registers'] for r in group])} | {_span([r['occupancy'] for r in group], '{:.0%}')} |"
         )
     return "\n".join(lines) + "\n"
 
