@@ -4,6 +4,7 @@ runs every stage at tiny sizes on CPU, so the one GPU run cannot crash for a rea
 
 import json
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -67,6 +68,31 @@ def test_loader_benchmark_without_foolbox(tmp_path, monkeypatch):
     assert loaders.markdown_table({"real_images": False, "workers": 1, "imagenet_torchvision_images_per_s": 1.0,
                                    "cifar_torchvision_images_per_s": 1.0, "cifar_device_resident_images_per_s": 2.0,
                                    "cifar_device_over_torchvision": 2.0}).count("synthetic JPEGs") == 1
+
+
+def test_loader_benchmark_interleaves_rounds_and_records_other_load():
+    from benchmarks import loaders
+
+    played = []
+
+    class Batches:
+        def __init__(self, name, batches):
+            self.name, self.batches = name, batches
+
+        def set_epoch(self, epoch):
+            played.append((self.name, epoch))
+
+        def __iter__(self):
+            return iter([(torch.zeros(4, 3, 2, 2), torch.zeros(4))] * self.batches)
+
+    measured = loaders.interleaved_rounds({"a": Batches("a", 3), "b": Batches("b", 1)}, 3, torch.device("cpu"))
+    # a warm-up epoch each, then rounds in alternating order
+    assert played == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("b", 2), ("a", 2), ("a", 3), ("b", 3)]
+    assert [len(rows) for rows in measured["per_round"].values()] == [3, 3]
+    assert all(row["images_per_s"] > 0 and row["cpu_ms_per_image"] >= 0 for row in measured["per_round"]["a"])
+    contention = measured["contention"]
+    assert contention["cores"] >= 1 and contention["other_processes_cores"] >= 0
+    assert {"load_average_1min_before", "load_average_1min_after", "timed_seconds"} <= set(contention)
 
 
 def _read(report_json: Path) -> tuple[dict, str]:
@@ -154,8 +180,10 @@ def test_one_command_runs_every_benchmark_quick(tmp_path):
     epoch_seconds = 50_000 / sd["train_images_per_s"] + 10_000 / sd["eval_images_per_s"]
     assert sd["recipe_epochs"] == 500 and abs(sd["projected_schedule_min"] - 500 * epoch_seconds / 60) < 1e-6
     loaders = report["loaders"]
-    assert loaders["cifar_device_over_torchvision"] == (loaders["cifar_device_resident_images_per_s"]
-                                                       / loaders["cifar_torchvision_images_per_s"])
+    per_round = [device["images_per_s"] / torchvision["images_per_s"] for device, torchvision
+                 in zip(loaders["per_round"]["cifar_device_resident"], loaders["per_round"]["cifar_torchvision"])]
+    assert loaders["cifar_device_over_torchvision_per_round"] == per_round
+    assert loaders["cifar_device_over_torchvision"] == statistics.median(per_round)  # paired rounds' median
     markdown = json_file.with_suffix(".md").read_text()
     assert all(f"## {section}" in markdown for section in ("Kernels", "Training", "Loaders"))
     assert "| resnet20 | 16 × 32 |" in markdown
