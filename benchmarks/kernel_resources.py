@@ -36,6 +36,8 @@ from typing import Any
 import torch
 import yaml
 
+from benchmarks.occupancy import ARCHS, MAX_REGISTERS, occupancy
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ARCHS = (80, 90, 100)
 MODELS = ("resnet20", "vgg_small", "resnet18_cifar", "resnet18_imagenet")
@@ -52,47 +54,8 @@ WEIGHT_STORAGE = [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32",
 TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
 
 
-@dataclasses.dataclass(frozen=True)
-class SmLimits:
-    max_warps: int  # resident warps per SM
-    max_blocks: int  # resident blocks per SM
-    shared_bytes: int  # shared memory per SM (the largest carve-out)
-    reserved_shared: int  # shared memory the driver reserves per block
-
-
-# Per-SM limits (CUDA C++ Programming Guide, "Technical Specifications per Compute Capability"). All of them: 65,536
-# 32-bit registers per SM in 4 sub-partitions (a warp's registers live in one), allocated per warp in units of 256,
-# at most 255 per thread; shared memory allocated in units of 128 bytes.
-ARCHS = {
-    75: SmLimits(max_warps=32, max_blocks=16, shared_bytes=64 * 1024, reserved_shared=0),  # Turing
-    80: SmLimits(max_warps=64, max_blocks=32, shared_bytes=164 * 1024, reserved_shared=1024),  # A100
-    86: SmLimits(max_warps=48, max_blocks=16, shared_bytes=100 * 1024, reserved_shared=1024),  # GA10x
-    89: SmLimits(max_warps=48, max_blocks=24, shared_bytes=100 * 1024, reserved_shared=1024),  # Ada
-    90: SmLimits(max_warps=64, max_blocks=32, shared_bytes=228 * 1024, reserved_shared=1024),  # H100, H200
-    100: SmLimits(max_warps=64, max_blocks=32, shared_bytes=228 * 1024, reserved_shared=1024),  # B200
-    120: SmLimits(max_warps=48, max_blocks=32, shared_bytes=128 * 1024, reserved_shared=1024),  # RTX 50xx
-}
-REGISTERS_PER_SM, SUB_PARTITIONS, REGISTER_UNIT, MAX_REGISTERS, SHARED_UNIT = 65536, 4, 256, 255, 128
 ACT_SIGN_MIN_OCCUPANCY = 0.5  # on sm_90
 OCCUPANCY_ARCH = 90
-
-
-def occupancy(arch: int, registers: int, num_warps: int, shared_bytes: int) -> tuple[float, int, str]:
-    """(resident warps ÷ the SM's maximum, resident blocks, the limiting resource) for one block of ``num_warps``
-    warps using ``registers`` per thread and ``shared_bytes`` of shared memory."""
-    sm = ARCHS[arch]
-    per_warp = math.ceil(max(registers, 1) * 32 / REGISTER_UNIT) * REGISTER_UNIT
-    warps_by_registers = (REGISTERS_PER_SM // SUB_PARTITIONS // per_warp) * SUB_PARTITIONS
-    shared = math.ceil((shared_bytes + sm.reserved_shared) / SHARED_UNIT) * SHARED_UNIT
-    limits = {
-        "warps": sm.max_warps // num_warps,
-        "registers": warps_by_registers // num_warps,
-        "blocks": sm.max_blocks,
-        "shared": sm.shared_bytes // shared if shared else sm.max_blocks,
-    }
-    limit = min(limits, key=limits.get)
-    blocks = limits[limit]
-    return blocks * num_warps / sm.max_warps, blocks, limit
 
 
 # --- which launches the models make --------------------------------------------------------------------------
@@ -412,7 +375,7 @@ def markdown(result: dict) -> str:
         "specializations cross-checked); spill bytes = stack + local. Occupancy = "
         "resident warps ÷ the SM's maximum, from registers (per warp, in units of 256, in 4 sub-partitions), warps "
         "per block, shared memory (dynamic + static + the driver's 1 KB per block) and the blocks-per-SM limit "
-        "(`ARCHS` in benchmarks/kernel_resources.py). Reads in flight = resident blocks × tile elements × bytes read "
+        "(`ARCHS` in benchmarks/occupancy.py). Reads in flight = resident blocks × tile elements × bytes read "
         "per element (x and g, or w and g): a Little's-law estimate of what keeps HBM busy (H200: 4.8 TB/s × ~1 µs "
         "÷ 132 SMs ≈ 36 KB per SM). These are predictions; only a GPU measures the bandwidth they reach.",
         "",
@@ -467,6 +430,31 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def result_of(rows: list[dict], archs: list[int], layers: int, cross_check: list[bool], command: str) -> dict:
+    """The result file's content: provenance, what was swept, the target misses and the rows."""
+    import triton
+
+    from sdbnn.provenance import commit
+
+    failures = targets(rows)
+    if not all(cross_check):
+        failures.append(f"ptxas -v disagrees with cuobjdump on {cross_check.count(False)} of {len(cross_check)} "
+                        "cross-checked specializations")
+    return {
+        "triton": triton.__version__, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+        **commit(), "command": command,
+        "pythonpath": os.environ.get("PYTHONPATH"),  # e.g. another triton than the installed one
+        "archs": [f"sm_{arch}" for arch in archs],
+        "inputs": {model: recipe_batch(model) for model in MODELS},
+        "layers": layers,
+        "specializations": len(rows) // len(archs),
+        "arch_limits": {f"sm_{arch}": dataclasses.asdict(limits) for arch, limits in ARCHS.items()},
+        "ptxas_cross_check": {"checked": len(cross_check), "agreed": sum(cross_check)},
+        "target_misses": failures,
+        "rows": rows,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.kernel_resources", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -483,33 +471,17 @@ def main(argv: list[str] | None = None) -> int:
     import triton
 
     from sdbnn.io import atomic_write
-    from sdbnn.provenance import commit
 
     log = lambda message: print(message, flush=True)  # noqa: E731
     layers_by_model = {model: layer_shapes(model) for model in MODELS}
     log(f"{sum(len(layers) for layers in layers_by_model.values())} binary layers in {len(MODELS)} models")
     cross_check: list[bool] = []
     rows = compile_rows(recorded_launches(*layer_uses(layers_by_model)), args.arch, log, cross_check)
-    failures = targets(rows)
-    if not all(cross_check):
-        failures.append(f"ptxas -v disagrees with cuobjdump on {cross_check.count(False)} of {len(cross_check)} "
-                        "cross-checked specializations")
-    today = datetime.date.today().isoformat()
-    result = {
-        "triton": triton.__version__, "torch": torch.__version__, "date": today, **commit(),
-        "command": " ".join(["python -m benchmarks.kernel_resources", *(argv if argv is not None else sys.argv[1:])]),
-        "pythonpath": os.environ.get("PYTHONPATH"),  # e.g. another triton than the installed one
-        "archs": [f"sm_{arch}" for arch in args.arch],
-        "inputs": {model: recipe_batch(model) for model in MODELS},
-        "layers": sum(len(layers) for layers in layers_by_model.values()),
-        "specializations": len(rows) // len(args.arch),
-        "arch_limits": {f"sm_{arch}": dataclasses.asdict(limits) for arch, limits in ARCHS.items()},
-        "ptxas_cross_check": {"checked": len(cross_check), "agreed": sum(cross_check)},
-        "target_misses": failures,
-        "rows": rows,
-    }
+    command = " ".join(["python -m benchmarks.kernel_resources", *(argv if argv is not None else sys.argv[1:])])
+    result = result_of(rows, args.arch, sum(len(layers) for layers in layers_by_model.values()), cross_check, command)
+    failures = result["target_misses"]
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"kernel-resources-triton{triton.__version__}-{today}"
+    stem = f"kernel-resources-triton{triton.__version__}-{result['date']}"
     atomic_write(args.out / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
     atomic_write(args.out / f"{stem}.md", lambda tmp: tmp.write_text(markdown(result)))
     print(f"wrote {args.out / stem}.json and .md: {len(rows)} rows, "

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks import kernel_resources
+from benchmarks import kernel_resources, occupancy
 from helpers import ROOT, cpu_env
 
 # Compiling needs the kernels as JIT functions, so it runs in a process without TRITON_INTERPRET.
@@ -21,7 +21,8 @@ if problem:
     print(json.dumps({"skip": problem}))
 else:
     rows, cross_check = kernel_resources.representative_rows()
-    print(json.dumps({"rows": rows, "cross_check": cross_check}))
+    report = kernel_resources.markdown(kernel_resources.result_of(rows, [90], 4, cross_check, "subset"))
+    print(json.dumps({"rows": rows, "cross_check": cross_check, "markdown": report}))
 """
 
 
@@ -34,6 +35,7 @@ def sm90_rows():
     if "skip" in result:
         pytest.skip(f"cannot compile for NVIDIA targets here: {result['skip']}")
     assert result["cross_check"] and all(result["cross_check"]), "ptxas -v disagrees with cuobjdump"
+    assert "All met" in result["markdown"] and "| weight_sign.backward | sm_90 | 2 | 2 |" in result["markdown"]
     return result["rows"]
 
 
@@ -87,7 +89,7 @@ def test_targets_report_each_kind_of_miss():
     (86, 32, 8, 0, (1.0, 6, "warps")),  # 48 warps on GA10x
 ])
 def test_occupancy_arithmetic(arch, registers, warps, shared, expected):
-    fraction, blocks, limit = kernel_resources.occupancy(arch, registers, warps, shared)
+    fraction, blocks, limit = occupancy.occupancy(arch, registers, warps, shared)
     assert (round(fraction, 4), blocks, limit) == expected
 
 
