@@ -6,15 +6,14 @@
 Every kernel specialization the four paper models launch: each binary layer's activation and weight shape (found
 by running the models on the meta device at their recipes' batch and image size), stored in fp32, bf16 and fp16 (and
 fp32 weights with a bf16/fp16 sign, as under autocast), NCHW and channels_last, with and without shift / alpha, every
-surrogate. The launchers themselves run on meta tensors inside `sdbnn.kernels.launches.recording()`, so the tiles,
-grids, num_warps and arguments compiled here are exactly the ones they launch. Identical specializations (most
-layers share one) compile once per target, with Triton's own compiler (`triton.compiler.compile` for an explicit
-`GPUTarget`); `cuobjdump -res-usage` (shipped in the triton wheel) reads registers, stack and local memory.
+surrogate. The launchers run on meta tensors inside `sdbnn.kernels.launches.recording()`, so the tiles, grids,
+num_warps and arguments compiled here are exactly theirs. Identical specializations compile once per target, with
+Triton's compiler for an explicit `GPUTarget`; the triton wheel's `cuobjdump -res-usage` reads registers and spills.
 
 Writes ``kernel-resources-triton<version>-<date>.{json,md}`` (rows: kernel, arch, constexprs, num_warps, registers,
-spill_bytes, shared_bytes, occupancy, compiled, ...) and exits 1 when a target below is missed: every row compiles,
-no row spills, every act_sign row reaches ≥ 50% theoretical occupancy on sm_90, no weight_sign row needs 255
-registers (the most a thread can have: the compiler would spill next).
+spill_bytes, shared_bytes, occupancy, compiled, ...); exits 1 unless every row compiles, no row spills, every
+act_sign row reaches ≥ 50% theoretical occupancy on sm_90 and no weight_sign row needs 255 registers (the most a
+thread can have: the compiler would spill next).
 """
 
 from __future__ import annotations
@@ -52,10 +51,7 @@ STORAGE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # weight dtype -> sign dtype: the same dtype, plus fp32 weights signed into autocast's bf16/fp16
 WEIGHT_STORAGE = [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "bf16"), ("fp32", "fp16")]
 TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
-
-
-ACT_SIGN_MIN_OCCUPANCY = 0.5  # on sm_90
-OCCUPANCY_ARCH = 90
+ACT_SIGN_MIN_OCCUPANCY, OCCUPANCY_ARCH = 0.5, 90  # the act_sign kernels' target, on sm_90
 
 
 # --- which launches the models make --------------------------------------------------------------------------
@@ -273,12 +269,14 @@ def compile_rows(launches, archs: list[int], log=print, cross_check: list[bool] 
         recorded, use = entry["recorded"], entry["use"]
         config = recorded.config
         tile_elements = math.prod(value for name, value in config.constexprs.items() if name.startswith("BLOCK"))
-        signature, constexprs, _ = specialization(recorded)
+        signature, constexprs, attrs = specialization(recorded)
+        names = config.kernel.arg_names
         base = {
             "kernel": config.name,
             "constexprs": {name: json_value(value) for name, value in constexprs.items()},
             "num_warps": config.num_warps,
             "signature": {name: kind for name, kind in signature.items() if kind != "constexpr"},
+            "divisible_by_16": [names[index] for (index,) in attrs if not signature[names[index]].startswith("*")],
             "example": {"shape": list(use["shape"]), "dtype": use["dtype"], "layout": use["layout"],
                         "grid": list(config.grid), **({"runtime": dict(config.runtime)} if config.runtime else {})},
             "tile_elements": tile_elements,
@@ -344,90 +342,11 @@ def targets(rows: list[dict]) -> list[str]:
     return failures
 
 
-# --- report ----------------------------------------------------------------------------------------------------
-
-
-def _span(values: list[float], fmt: str = "{}") -> str:
-    low, high = min(values), max(values)
-    return fmt.format(low) if low == high else f"{fmt.format(low)}–{fmt.format(high)}"
-
-
-def _tile_text(constexprs: dict) -> str:
-    return ", ".join(f"{name}={value}" for name, value in constexprs.items() if name.startswith(("BLOCK", "CHANNELS")))
-
-
-def markdown(result: dict) -> str:
-    rows, failures = result["rows"], result["target_misses"]
-    compiled = [row for row in rows if row["compiled"]]
-    lines = [
-        f"# Kernel resources: triton {result['triton']}, {', '.join(result['archs'])}",
-        "",
-        f"Compiled without a GPU on {result['date']} by `{result['command']}` at commit {result['commit']}"
-        f"{' (with uncommitted changes)' if result['uncommitted_changes'] else ''}; torch {result['torch']}, "
-        f"triton {result['triton']}. {result['layers']} binary layers of {', '.join(MODELS)} at their recipes' "
-        f"per-device batch and image size ({'; '.join(f'{m}: {b}×{s}²' for m, (b, s) in result['inputs'].items())}), "
-        "fp32/bf16/fp16 storage (and fp32 weights with bf16/fp16 signs), NCHW and channels_last, with and without "
-        f"shift/alpha, every surrogate: {result['specializations']} distinct specializations, {len(rows)} rows "
-        f"({len(compiled)} compiled).",
-        "",
-        f"Registers, stack and local memory from `cuobjdump -res-usage` on Triton's cubin (`ptxas -v` on its PTX "
-        f"agreed on {result['ptxas_cross_check']['agreed']} of {result['ptxas_cross_check']['checked']} "
-        "specializations cross-checked); spill bytes = stack + local. Occupancy = "
-        "resident warps ÷ the SM's maximum, from registers (per warp, in units of 256, in 4 sub-partitions), warps "
-        "per block, shared memory (dynamic + static + the driver's 1 KB per block) and the blocks-per-SM limit "
-        "(`ARCHS` in benchmarks/occupancy.py). Reads in flight = resident blocks × tile elements × bytes read "
-        "per element (x and g, or w and g): a Little's-law estimate of what keeps HBM busy (H200: 4.8 TB/s × ~1 µs "
-        "÷ 132 SMs ≈ 36 KB per SM). These are predictions; only a GPU measures the bandwidth they reach.",
-        "",
-        "## Targets",
-        "",
-    ]
-    if failures:
-        lines += [f"**{len(failures)} missed:**", ""] + [f"- {line}" for line in failures[:60]]
-        if len(failures) > 60:
-            lines.append(f"- … and {len(failures) - 60} more (in the JSON's `target_misses`)")
-    else:
-        lines.append(f"All met: every row compiled, 0 spill bytes on every target, every act_sign specialization ≥ "
-                     f"{ACT_SIGN_MIN_OCCUPANCY:.0%} theoretical occupancy on sm_{OCCUPANCY_ARCH}, every weight_sign "
-                     f"specialization below {MAX_REGISTERS} registers.")
-    lines += ["", "## Per kernel and target", "",
-              "| kernel | arch | specializations | compiled | num_warps | registers | spill bytes | shared bytes | "
-              "occupancy | reads in flight per SM |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    groups = defaultdict(list)
-    for row in rows:
-        groups[(row["kernel"], row["arch"])].append(row)
-    for (kernel, arch), group in sorted(groups.items(), key=lambda item: (item[0][0], int(item[0][1][3:]))):
-        done = [row for row in group if row["compiled"]]
-        if not done:
-            lines.append(f"| {kernel} | {arch} | {len(group)} | 0 | | | | | | |")
-            continue
-        lines.append(
-            f"| {kernel} | {arch} | {len(group)} | {len(done)} | {_span([r['num_warps'] for r in done])} | "
-            f"{_span([r['registers'] for r in done])} | {_span([r['spill_bytes'] for r in done])} | "
-            f"{_span([r['shared_bytes'] for r in done])} | {_span([r['occupancy'] for r in done], '{:.0%}')} | "
-            f"{_span([r['read_bytes_in_flight_per_sm'] / 1024 for r in done], '{:.0f} KB')} |"
-        )
-    lines += ["", "## Launch configurations the launchers choose", "",
-              f"Per kernel, each distinct tile and num_warps: one layer shape that gets it (its dtype, grid), and the "
-              f"sm_{OCCUPANCY_ARCH} registers and occupancy over every specialization with that tile (dtypes, "
-              "surrogates, with and without shift/alpha).", "",
-              f"| kernel | tile | num_warps | example | grid | specializations | sm_{OCCUPANCY_ARCH} registers "
-              f"| sm_{OCCUPANCY_ARCH} occupancy |",
-              "|---|---|---|---|---|---|---|---|"]
-    tiles_used = defaultdict(list)
-    for row in rows:
-        if row["arch"] == f"sm_{OCCUPANCY_ARCH}" and row["compiled"]:
-            tiles_used[(row["kernel"], _tile_text(row["constexprs"]), row["num_warps"])].append(row)
-    for (kernel, tile, warps), group in tiles_used.items():
-        example = group[0]["example"]
-        runtime = f" {example['runtime']}" if "runtime" in example else ""
-        lines.append(
-            f"| {kernel} | {tile} | {warps} | {'×'.join(map(str, example['shape']))} {example['layout']} "
-            f"{example['dtype']} | {example['grid']}{runtime} | {len(group)} | "
-            f"{_span([r['registers'] for r in group])} | {_span([r['occupancy'] for r in group], '{:.0%}')} |"
-        )
-    return "\n".join(lines) + "\n"
+def json_text(result: dict) -> str:
+    """The result as JSON with one row per line (the file stays readable and diffable at ~1,500 rows)."""
+    head = json.dumps({key: value for key, value in result.items() if key != "rows"}, indent=1)
+    rows = ",\n".join("  " + json.dumps(row, separators=(",", ":")) for row in result["rows"])
+    return f'{head[:-2]},\n "rows": [\n{rows}\n ]\n}}\n'
 
 
 def result_of(rows: list[dict], archs: list[int], layers: int, cross_check: list[bool], command: str) -> dict:
@@ -470,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import triton
 
+    from benchmarks.kernel_resources_report import markdown
     from sdbnn.io import atomic_write
 
     log = lambda message: print(message, flush=True)  # noqa: E731
@@ -482,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = result["target_misses"]
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"kernel-resources-triton{triton.__version__}-{result['date']}"
-    atomic_write(args.out / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
+    atomic_write(args.out / f"{stem}.json", lambda tmp: tmp.write_text(json_text(result)))
     atomic_write(args.out / f"{stem}.md", lambda tmp: tmp.write_text(markdown(result)))
     print(f"wrote {args.out / stem}.json and .md: {len(rows)} rows, "
           + (f"{len(failures)} target misses" if failures else "every target met"))

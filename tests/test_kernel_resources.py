@@ -15,13 +15,13 @@ from helpers import ROOT, cpu_env
 # Compiling needs the kernels as JIT functions, so it runs in a process without TRITON_INTERPRET.
 SUBSET_SCRIPT = """
 import json
-from benchmarks import kernel_resources
+from benchmarks import kernel_resources, kernel_resources_report
 problem = kernel_resources.nvidia_backend_available()
 if problem:
     print(json.dumps({"skip": problem}))
 else:
     rows, cross_check = kernel_resources.representative_rows()
-    report = kernel_resources.markdown(kernel_resources.result_of(rows, [90], 4, cross_check, "subset"))
+    report = kernel_resources_report.markdown(kernel_resources.result_of(rows, [90], 4, cross_check, "subset"))
     print(json.dumps({"rows": rows, "cross_check": cross_check, "markdown": report}))
 """
 
