@@ -176,11 +176,15 @@ def backward_config(
             num_warps=tiles.num_warps(block_hw * block_c), runtime={"ROWS_PER_SPLIT": rows_per_split},
         )
     block_hw = min(triton.next_power_of_2(HW), sizes.plane_block)
-    block_p = max(1, min(sizes.elements_per_program // block_hw, triton.next_power_of_2(B * C)))
+    # Planes whose size is not a multiple of 16 start unaligned: no vector loads, every element keeps its own
+    # addresses live, so such programs hold half the elements per thread.
+    per_thread = tiles.ELEMENTS_PER_THREAD if HW % 16 == 0 else tiles.ELEMENTS_PER_THREAD // 2
+    elements = sizes.elements_per_program * per_thread // tiles.ELEMENTS_PER_THREAD
+    block_p = max(1, min(elements // block_hw, triton.next_power_of_2(B * C)))
     return LaunchConfig(
         _backward_planes_kernel, (triton.cdiv(B * C, block_p),),
         {"HAS_SHIFT": has_shift, "BLOCK_P": block_p, "BLOCK_HW": block_hw, **math_constexprs},
-        num_warps=tiles.num_warps(block_p * block_hw),
+        num_warps=tiles.num_warps(block_p * block_hw, per_thread),
     )
 
 

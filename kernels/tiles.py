@@ -5,9 +5,11 @@ enough programs in flight. Tests switch sizes with `use` to run the GPU's tiling
 splits of the channels_last reduction, weight rows longer than a tile) under the interpreter. Plain Python: no Triton.
 
 GPU sizes and warps come from `python -m benchmarks.kernel_resources` (registers, spills and occupancy compiled for
-sm_80/90/100 without a GPU; the chosen configurations are in its markdown under benchmarks/results/): 2,048-element
-tiles at 8 elements per thread (8 warps) keep every kernel spill-free and the act_sign kernels at ≥ 50% occupancy on
-sm_90, with 32 bytes per thread of each streamed fp32 tensor in flight (16 elements of 16-bit storage in the forward).
+sm_80/90/100 without a GPU, with triton 3.6 and 3.8; the chosen configurations are in its markdown under
+benchmarks/results/): 8 elements per thread (2,048-element act_sign tiles on 8 warps, 1,024-element weight tiles on 4:
+8 warps made triton 3.6's sm_100 ptxas spill) keep every kernel spill-free and the act_sign kernels at ≥ 50% occupancy
+on sm_90, with 32 bytes per thread of each streamed fp32 tensor in flight (16 elements of 16-bit storage in the
+forward; 4 elements in unaligned NCHW planes, whose every element needs its own addresses).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class TileSizes:
 
 
 GPU = TileSizes(forward_block=2048, elements_per_program=2048, plane_block=1024, channel_block=128,
-                target_programs=2048, weight_tile=2048)
+                target_programs=2048, weight_tile=1024)
 # The launchers cap tiles at the tensor's size, so large interpreter tiles cost small tensors nothing (ResNet-20's
 # float64 forward+backward: 7.7 s with 8,192/32,768 uncapped, 2.0 s now; ResNet-18 ImageNet at 64 px: 76 s, 14 s).
 INTERPRETER = TileSizes(forward_block=65536, elements_per_program=65536, plane_block=65536, channel_block=128,

@@ -125,7 +125,8 @@ def tiling(config, shape):
 GPU_ACT_CASES = [
     # (shape, channels_last, tile changes, what it covers, the tiling that shows it)
     ((1, 3, 33, 33), False, {}, "nchw-hw1089-two-passes-per-plane", {"passes": 2}),
-    ((3, 24, 7, 7), False, {}, "nchw-32-small-planes-per-program", {"planes_per_program": 32, "passes": 1}),
+    ((3, 24, 8, 8), False, {}, "nchw-32-small-planes-per-program", {"planes_per_program": 32, "passes": 1}),
+    ((3, 24, 7, 7), False, {}, "nchw-16-unaligned-planes-per-program", {"planes_per_program": 16, "num_warps": 8}),
     ((2, 8, 33, 33), True, {}, "nhwc-5-splits-one-pass-each", {"splits": 5, "passes": 1}),
     ((1, 136, 5, 5), True, {}, "nhwc-c136-masked-second-channel-block", {"channel_blocks": 2}),
     ((2, 8, 33, 33), True, {"target_programs": 4}, "nhwc-2-splits-up-to-3-passes-last-short",
@@ -146,9 +147,9 @@ def test_act_sign_kernel_with_gpu_tiles(shape, channels_last, changes, covers, e
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("shape,expected", [((3, 512, 3, 3), {"rows_per_program": 1, "passes": 3}),
-                                            ((6, 100, 3, 3), {"rows_per_program": 2, "passes": 1})],
-                         ids=["row4608-three-blocks", "rows-packed"])
+@pytest.mark.parametrize("shape,expected", [((3, 512, 3, 3), {"rows_per_program": 1, "passes": 5}),
+                                            ((6, 20, 3, 3), {"rows_per_program": 4, "passes": 1})],
+                         ids=["row4608-five-blocks", "rows-packed-last-program-short"])
 def test_weight_sign_kernel_with_gpu_tiles(shape, expected, channels_last, dtype):
     with tiles.use(tiles.GPU):
         for config in (weight_kernels.forward_config(shape, dtype, True),
@@ -158,10 +159,11 @@ def test_weight_sign_kernel_with_gpu_tiles(shape, expected, channels_last, dtype
 
 
 def test_gpu_launches_pass_num_warps_for_8_elements_per_thread():
-    # one fp32 value per thread and element; the 16-bit forward holds twice as many elements (the same bytes)
+    # one fp32 value per thread and element; the 16-bit forward holds twice as many elements (the same bytes),
+    # unaligned NCHW planes (H·W not a multiple of 16) half as many
     with tiles.use(tiles.GPU):
         configs = [act_kernels.forward_config((2, 8, 33, 33), torch.float32, False, True),
-                   act_kernels.backward_config((2, 8, 33, 33), torch.float32, False, True, "ede"),
+                   act_kernels.backward_config((2, 8, 32, 32), torch.float32, False, True, "ede"),
                    act_kernels.backward_config((2, 8, 33, 33), torch.float32, True, True, "ede"),
                    weight_kernels.forward_config((64, 64, 3, 3), torch.float32, True),
                    weight_kernels.backward_config((64, 64, 3, 3), torch.float32, True, "ede")]
@@ -173,6 +175,9 @@ def test_gpu_launches_pass_num_warps_for_8_elements_per_thread():
             assert elements == config.num_warps * 32 * tiles.ELEMENTS_PER_THREAD, config.describe()
         half = act_kernels.forward_config((2, 8, 33, 33), torch.bfloat16, False, True)
         assert half.constexprs["BLOCK"] == 2 * configs[0].constexprs["BLOCK"] and half.num_warps == configs[0].num_warps
+        unaligned = act_kernels.backward_config((2, 8, 33, 33), torch.float32, False, True, "ede")
+        elements = unaligned.constexprs["BLOCK_P"] * unaligned.constexprs["BLOCK_HW"]
+        assert elements == unaligned.num_warps * 32 * tiles.ELEMENTS_PER_THREAD // 2
 
 
 def test_tile_sizes_are_checked_and_restored():
