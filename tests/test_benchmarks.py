@@ -15,7 +15,7 @@ import torch
 from helpers import cpu_env, require_optional
 
 from benchmarks import common, kernels
-from benchmarks.gpu_session import correctness
+from benchmarks.gpu_session import correctness, fused_ops
 from benchmarks.gpu_session.plan import TINY_PLAN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,6 +210,9 @@ def test_gpu_session_runs_every_stage_tiny(tmp_path):
     assert [model["model"] for model in report["correctness"]["models"]] == ["resnet20", "resnet18_imagenet"]
     assert all(model["passed"] for model in report["correctness"]["models"])
     assert {row["case"] for row in report["fused_ops"]["rows"]} >= {"resnet18.layer1", "resnet18.layer2"}
+    configs = report["fused_ops"]["launch_configs"]  # which kernel configuration each measured case launches
+    assert [job["case"] for job in configs] == [case[0] for _, case, _ in fused_ops.fused_op_jobs(TINY_PLAN)]
+    assert all(len(job["launches"]) == 2 and job["launches"][0]["num_warps"] > 0 for job in configs)
     trained = {(row["model"], row["variant"]) for row in report["training"]["rows"]}
     assert trained == {("resnet18_imagenet", variant) for variant in
                        ("sdbnn", "reference_fp32", "full_precision", "reference_compiled")} | {

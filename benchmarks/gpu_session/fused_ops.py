@@ -27,10 +27,37 @@ def fused_op_jobs(plan: Plan) -> list[tuple]:
     return jobs
 
 
+def launch_configs(jobs: list[tuple]) -> list[dict]:
+    """What the launchers choose for each job (kernel, grid, constexprs, num_warps), recorded on meta tensors: the
+    configuration this stage measures, to read next to `benchmarks.kernel_resources`' predictions for it."""
+    from sdbnn.kernels import act_sign, launches, weight_sign
+
+    meta = torch.device("meta")
+    k = t = torch.empty((), device=meta)
+    described = []
+    for op, (name, act_shape, weight_shape, layout), dtype in jobs:
+        with launches.recording() as recorded:
+            if op == "act_sign":
+                x = torch.empty(act_shape, dtype=dtype, device=meta)
+                x = x.to(memory_format=torch.channels_last) if layout == "nhwc" else x
+                shift = torch.empty(act_shape[:2], dtype=dtype, device=meta)
+                act_sign.forward(x, shift)
+                act_sign.backward(torch.empty_like(x), x, shift, k, t, "ede")
+            else:
+                w = torch.empty(weight_shape, dtype=dtype, device=meta)
+                alpha = torch.empty(weight_shape[:1], dtype=dtype, device=meta)
+                weight_sign.forward(w, alpha)
+                weight_sign.backward(torch.empty_like(w), w, alpha, k, t, "ede")
+        described.append({"op": op, "case": name, "layout": layout, "dtype": str(dtype).removeprefix("torch."),
+                          "launches": [item.config.describe() for item in recorded]})
+    return described
+
+
 def fused_ops(section: Section, session: Session) -> None:
     from benchmarks import kernels
 
     plan = session.plan
+    section.data["launch_configs"] = launch_configs(fused_op_jobs(plan))
     kernels.run(plan.tiny, session.device, "ede", jobs=fused_op_jobs(plan), compile_backend=plan.compile_backend,
                 job_estimate_s=plan.estimate(OP_CASE_S), section=section)
 
@@ -38,7 +65,13 @@ def fused_ops(section: Section, session: Session) -> None:
 def fused_ops_table(data: dict) -> str:
     from benchmarks import kernels
 
-    return kernels.markdown_table(data)
+    lines = ["", "Launch configurations measured (the launchers' choices; compare `benchmarks.kernel_resources`):", ""]
+    for job in data.get("launch_configs", []):
+        for item in job["launches"]:
+            constexprs = ", ".join(f"{key}={value}" for key, value in item["constexprs"].items())
+            lines.append(f"- {job['case']} {job['layout']} {job['dtype']}: `{item['kernel']}` grid {item['grid']}, "
+                         f"{item['num_warps']} warps, {constexprs}")
+    return kernels.markdown_table(data) + ("\n".join(lines) + "\n" if data.get("launch_configs") else "")
 
 
 STAGE = Stage("fused_ops", "c. Fused ops", fused_ops, fused_ops_table, budget_s=40, tiny_budget_s=300)
