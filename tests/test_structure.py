@@ -1,9 +1,22 @@
 """The shape of the code base: no import cycle inside sdbnn, no sys.path edits, no module over 500 lines."""
 
 import ast
+import gc
 import tomllib
 
 from helpers import ROOT
+
+
+def parse(path):
+    """ast.parse with garbage collection paused: CPython 3.11's parser fails ("AST constructor recursion depth
+    mismatch") when a finalizer raises during the parse, as numba's do after the FFCV tests in the same process."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(path.read_text(), str(path))
+    finally:
+        if collecting:
+            gc.enable()
 
 MAX_LINES = 500
 # folders installed under sdbnn's namespace (pyproject.toml's package-dir)
@@ -44,7 +57,7 @@ def imported_modules(name: str, path, known: set) -> set:
     still ties the two modules together)."""
     is_package = path.name == "__init__.py"
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parse(path)):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -118,7 +131,7 @@ def sys_path_edits(path) -> list[int]:
             and node.value.id == "sys"
 
     lines = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parse(path)):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_sys_path(node.func.value):
             lines.append(node.lineno)  # sys.path.insert(...), .append, .extend, .remove, ...
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
