@@ -162,6 +162,7 @@ def test_one_command_keeps_going_after_a_failing_section(tmp_path, monkeypatch):
     assert markdown.count("time budget spent before it started") == 3
 
 
+@pytest.mark.slow  # every section for real: ~3 minutes on 2 cores (the orchestration's test above is the quick check)
 def test_one_command_runs_every_benchmark_quick(tmp_path):
     # Without the interpreter the fused ops take their CPU path (the reference math): a smoke run of every section.
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
@@ -195,6 +196,7 @@ def _gpu_session(tmp_path, *args, timeout=900):
                           text=True, timeout=timeout, env=cpu_env(OUT=str(tmp_path), PYTHON=sys.executable), cwd=ROOT)
 
 
+@pytest.mark.slow  # all seven stages: ~3 minutes on 2 cores (the default set runs three stages for real below)
 def test_gpu_session_runs_every_stage_tiny(tmp_path):
     result = _gpu_session(tmp_path)
     assert result.returncode == 0, result.stdout[-4000:]

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from helpers import LAUNCH, run_script
 from safetensors.torch import load_file
@@ -11,6 +12,7 @@ from sdbnn.pipelines.digits import load_digits
 from sdbnn.pipelines.transforms import normalize
 
 
+@pytest.mark.slow  # 15 epochs on 1,400 digits: ~5 minutes on 2 cores (test_training.py checks the plumbing quickly)
 def test_resnet20_learns_digits(tmp_path):
     # 1,400 train / 397 held out, 32×32×3; 15 epochs, SGD lr 0.11 cosine, batch 64, Tmin 1e-3.
     # Training on CPU runs the ops' reference path: the interpreted Triton kernels are for the kernel tests.

@@ -11,6 +11,10 @@ import torch
 from helpers import LAUNCH, ROOT, cpu_env, run_script, torch_threads
 from safetensors.torch import load_file
 
+import sdbnn
+from sdbnn.pipelines.digits import load_digits
+from sdbnn.pipelines.transforms import normalize
+
 LAUNCHER = str(LAUNCH / "cifar.py")
 DIGITS = ["--dataset", "digits", "--batch-size", "64"]
 OUTPUTS = {"config.yaml", "metrics.jsonl", "metrics.csv", "training_curve.png", "checkpoint.pt", "model.safetensors",
@@ -41,6 +45,14 @@ def test_launcher_writes_every_output(tmp_path, processes):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["final"]["epoch"] == 1 and summary["best"]["val_top1"] == max(r["val_top1"] for r in epochs)
     assert result.stdout.count("final top-1") == 1  # only the main process reports
+    if processes == 1:  # the saved weights give the last epoch's held-out accuracy (the learning test's check, fast)
+        model = sdbnn.create_model("resnet20")
+        model.load_state_dict(load_file(tmp_path / "model.safetensors"))
+        _, held_out = load_digits()
+        with torch.no_grad(), sdbnn.backend("reference"), torch_threads(1):
+            predictions = model.eval()(normalize(held_out.images)).argmax(1)
+        accuracy = (predictions == held_out.labels).float().mean().item()
+        assert abs(accuracy - epochs[-1]["val_top1"]) < 1e-6
 
 
 @pytest.mark.slow  # three training runs, one of them with two processes
