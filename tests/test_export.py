@@ -2,6 +2,7 @@
 digits, and the `python -m sdbnn.export` command line (sdbnn.deploy)."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -179,13 +180,24 @@ def test_load_packed_is_exact_for_every_model_and_switch(name, options, size, tm
     assert torch.equal(logits, forward(model, images))
 
 
+def readme_packed_sizes(name: str) -> tuple[int, int, str]:
+    """The README's packed-export table row for ``name``: fp32 bytes, packed bytes, the quoted ratio."""
+    readme = (ROOT / "README.md").read_text()
+    row = re.search(rf"^\| `{name}` \| ([\d,]+) B \| ([\d,]+) B \| 1/([\d.]+) \|", readme, re.MULTILINE)
+    assert row, f"README has no packed-export row for {name}"
+    return int(row[1].replace(",", "")), int(row[2].replace(",", "")), row[3]
+
+
 @pytest.mark.parametrize("name, target", [("resnet20", 12), ("vgg_small", 15), ("resnet18_cifar", 15),
                                           ("resnet18_imagenet", 8)])
 def test_packed_file_size_targets(name, target, tmp_path):
+    """The sizes depend on the weights only through exact zeros (none in a fresh model), so the README's byte
+    counts are exact and pinned here."""
     model = sdbnn.create_model(name)
     full = sdbnn.save_weights(model, tmp_path / "model.safetensors").stat().st_size
     packed = export_packed(model, tmp_path / "packed.safetensors", config=name).stat().st_size
     assert full / packed >= target, f"{name}: packed is 1/{full / packed:.1f} of model.safetensors"
+    assert readme_packed_sizes(name) == (full, packed, f"{full / packed:.1f}"), "README's packed table is stale"
 
 
 def test_bad_packed_files_raise_one_clear_error(digits_model, tmp_path):
