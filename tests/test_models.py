@@ -1,9 +1,11 @@
 """The registry, the four paper architectures and their twins: counts, init, forward/backward, modes."""
 
 import math
+import re
 
 import pytest
 import torch
+from helpers import ROOT
 
 import sdbnn
 from sdbnn import SDConv2d
@@ -28,6 +30,53 @@ def test_parameter_counts_equal_official(name):
     twin = sdbnn.create_model(name + "_fp")
     assert not any(isinstance(m, SDConv2d) for m in twin.modules())
     assert count(twin) < count(model)
+
+
+def documented_counts() -> list[tuple[str, str, int]]:
+    """(where, model name, parameter count) for every count README.md and docs/method.md quote for a named model."""
+    readme, method = (ROOT / "README.md").read_text(), (ROOT / "docs" / "method.md").read_text()
+    found = [("README models table", name, count) for name, count in
+             re.findall(r"^\| `(\w+)` \| [^|]+ \| ([\d,]+) \|$", readme, re.MULTILINE)]
+    found += [("README Use example", name, count) for name, count in
+              re.findall(r'create_model\("(\w+)"\)\s+# [^\n]*?([\d,]{5,}) parameters', readme)]
+    found += [("method.md Architectures table", name, count) for name, count in
+              re.findall(r"^\| [^|]+ \| `(\w+)` \| ([\d,]+) \|", method, re.MULTILINE)]
+    found += [("method.md twins", name, count) for name, count in re.findall(r"`(\w+_fp)` ([\d,]+)", method)]
+    return [(where, name, int(count.replace(",", ""))) for where, name, count in found]
+
+
+def test_documented_parameter_counts_are_the_models():
+    """README and docs/method.md quote parameter counts; each must be what create_model builds (meta device: no
+    memory, no init cost), and every "N parameters" figure in method.md must be one of those counts."""
+    found = documented_counts()
+    assert {name for _, name, _ in found} == set(sdbnn.list_models())  # every model, twins and teacher included
+    with torch.device("meta"):
+        actual = {name: count(sdbnn.create_model(name)) for name in sdbnn.list_models()}
+    stale = [f"{where}: {name} {quoted:,} (create_model: {actual[name]:,})"
+             for where, name, quoted in found if quoted != actual[name]]
+    assert not stale, "stale parameter counts:\n" + "\n".join(stale)
+    method = (ROOT / "docs" / "method.md").read_text()
+    prose = {int(n.replace(",", "")) for n in re.findall(r"([\d,]{6,}) parameters", method)}
+    assert prose and prose <= set(actual.values()), prose - set(actual.values())
+
+
+def test_method_architectures_table_lists_sd_convs_and_gate_widths():
+    """docs/method.md §Architectures: the SD conv count and the ASD gates' hidden widths (Cin → Cin//r) per model."""
+    method = (ROOT / "docs" / "method.md").read_text()
+    rows = re.findall(r"^\| [^|]+ \| `(\w+)` \| [\d,]+ \| (\d+) \| ([^|]+) \|", method, re.MULTILINE)
+    assert {name for name, _, _ in rows} == set(OFFICIAL_COUNTS) | {"resnet34"}
+    for name, sd_convs, widths in rows:
+        with torch.device("meta"):
+            convs = [m for m in sdbnn.create_model(name).modules() if isinstance(m, SDConv2d)]
+        assert len(convs) == int(sd_convs), name
+        if not convs:
+            assert widths.strip() == "—", name
+            continue
+        reduction, pairs = widths.split(":")
+        gates = {(m.gate.reduce.in_features, m.gate.reduce.out_features) for m in convs}
+        quoted = {tuple(int(c) for c in pair.split("→")) for pair in pairs.split(",")}
+        assert gates == quoted, name
+        assert all(c_in // int(reduction) == hidden for c_in, hidden in gates), name
 
 
 @pytest.mark.parametrize("name", sorted(set(sdbnn.list_models())))
