@@ -20,6 +20,19 @@ from sdbnn.engine.config import TrainConfig
 PAPER_MODELS = ["resnet20", "vgg_small", "resnet18_cifar", "resnet18_imagenet"]
 
 
+def readme_checked_counts() -> str:
+    """README's "Checked against independent counts" paragraph (Deploy → Cost), whose numbers these tests pin."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("Checked against independent counts")
+    return readme[start:readme.index("\n\n", start)].replace("\n", " ")
+
+
+def scientific(value: float) -> str:
+    """1.68×10⁹, as the README writes a rounded count."""
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa}×10{str(int(exponent)).translate(str.maketrans('0123456789', '⁰¹²³⁴⁵⁶⁷⁸⁹'))}"
+
+
 class Toy(nn.Module):
     """One SD conv (4 → 6 channels, 3×3, padding 1, SE gate with 2 hidden units) and a linear head."""
 
@@ -68,6 +81,9 @@ def test_flops_agree_with_flop_counter_and_torchvision(name, published_macs):
     assert abs(result.flops - independent_macs) / independent_macs < 0.02
     assert result.flops == independent_macs  # in fact identical: both count conv + linear MACs
     assert abs(result.flops - published_macs) / published_macs < 0.02
+    readme = readme_checked_counts()
+    assert "exactly, 3,663,761,408 and 1,814,073,344, within 0.3% of torchvision's published 3.66 / 1.81" in readme
+    assert f"{result.flops:,}" in readme and abs(result.flops - published_macs) / published_macs < 0.003
 
 
 def test_resnet18_imagenet_without_asd_has_bi_real_net_18_structure():
@@ -84,6 +100,10 @@ def test_resnet18_imagenet_without_asd_has_bi_real_net_18_structure():
     assert dynamic.bops == off.bops
     assert dynamic.flops - off.flops == dynamic.asd_gate_flops == 1_968_360
     assert 0.01 < dynamic.asd_gate_flops / dynamic.flops < 0.02
+    readme = readme_checked_counts()  # the rounded values the README quotes
+    assert f"{scientific(off.bops)} BOPs, {scientific(off.flops)} FLOPs, {scientific(off.ops)} OPs" in readme
+    share = f"{100 * dynamic.asd_gate_flops / dynamic.flops:.1f}%"
+    assert f"The ASD gates add {scientific(dynamic.asd_gate_flops)} FLOPs there ({share} of the FLOPs)" in readme
 
 
 @pytest.mark.parametrize("name", PAPER_MODELS)
@@ -118,7 +138,17 @@ def test_callable_module_and_lazy_exports():
 
 def test_readme_deploy_table_is_generated():
     readme = (ROOT / "README.md").read_text()
-    assert markdown_table([sdbnn.summary(name) for name in PAPER_MODELS]) in readme
+    summaries = {name: sdbnn.summary(name) for name in PAPER_MODELS}
+    assert markdown_table(list(summaries.values())) in readme
+    # the ASD gates' share of the CIFAR models' FLOPs, as the paragraph under the table quotes it
+    share = {name: round(100 * s.asd_gate_flops / s.flops) for name, s in summaries.items()}
+    assert share["vgg_small"] == share["resnet18_cifar"] == 8 and share["resnet20"] == 30
+    resnet20 = summaries["resnet20"]
+    stem = next(row.flops for row in resnet20.rows if row.name == "conv1")
+    gates = [row for row in resnet20.rows if row.name.endswith(".gate")]
+    assert len(gates) == 18 and sum(row.flops for row in gates) == resnet20.asd_gate_flops
+    assert (f"8% (VGG-Small, ResNet-18) to 30% (ResNet-20: its {len(gates)} gates, mostly global pooling, add "
+            f"{resnet20.asd_gate_flops:,} FLOPs next to the stem conv's {stem:,})") in readme_checked_counts()
 
 
 def test_cli_on_a_model_name_and_on_a_run_directory(tmp_path, capsys):
