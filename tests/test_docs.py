@@ -1,7 +1,9 @@
-"""Every "docs/<page>.md §<heading>" citation in the code, scripts and docs resolves to a heading of that page."""
+"""Every "docs/<page>.md §<heading>" citation in the code, scripts and docs resolves to a heading of that page; the
+tables of docs/method.md and README that restate the code's schedule and the recipes' values agree with them."""
 
 import re
 
+import pytest
 from helpers import ROOT
 
 CITED_FILES = [path for pattern in ("sdbnn/**/*.py", "kernels/*.py", "pipelines/*.py", "launch/**/*", "benchmarks/*.py",
@@ -44,3 +46,71 @@ def test_headings_are_unique_so_citations_are_unambiguous():
     for page in ("method.md", "architecture.md"):
         names = headings(page)
         assert len(names) == len(set(names)), page
+
+
+def table_rows(text: str, first_cell: str) -> list[list[str]]:
+    """The cells of every markdown table row whose first cell matches the regex ``first_cell``."""
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if re.match(rf"\|\s*{first_cell}\s*\|", line)]
+
+
+def test_method_ede_schedule_table_is_what_ede_schedule_computes():
+    """docs/method.md §EDE schedule: t and k at the first epoch, where t reaches 0.1 and 1, and at the last epoch."""
+    from sdbnn import ede_schedule
+
+    rows = table_rows((ROOT / "docs" / "method.md").read_text(), r"[\w\s-]+ \((\d+)\), Tmin [\d.e-]+")
+    assert len(rows) == 3
+    for label, start, at_tenth, at_one, last in rows:
+        epochs, t_min = int(re.search(r"\((\d+)\)", label)[1]), float(label.split("Tmin")[1])
+
+        def at(epoch: int) -> tuple[float, float]:
+            return ede_schedule(epoch, epochs, t_min)
+
+        t0, k0 = (float(v) for v in re.fullmatch(r"t = ([\d.e-]+), k = (\d+)", start).groups())
+        assert at(0) == pytest.approx((k0, t0)), label
+        for cell, t in ((at_tenth, 0.1), (at_one, 1.0)):
+            epoch = int(re.match(r"e = (\d+)", cell)[1])
+            assert at(epoch) == pytest.approx((max(1 / t, 1), t)), (label, cell)
+            if ", k = " in cell:
+                assert float(cell.split("k = ")[1]) == pytest.approx(max(1 / t, 1)), (label, cell)
+        epoch, t_last = re.fullmatch(r"e = (\d+): t ≈ ([\d.]+), k = 1", last).groups()
+        assert int(epoch) == epochs - 1 and f"{at(epochs - 1)[1]:.2f}" == t_last and at(epochs - 1)[0] == 1, label
+
+
+def test_method_cifar_recipe_table_is_the_recipe_files():
+    """docs/method.md §CIFAR-10 recipe's table (lr, epochs, Tmin) against launch/configs/cifar10_<model>.yaml."""
+    from sdbnn.engine.config import load_recipe
+
+    rows = table_rows((ROOT / "docs" / "method.md").read_text(), r"(ResNet-20|ResNet-18|VGG-Small)")
+    rows = [row for row in rows if row[-1].startswith("`launch/configs/cifar10_")]
+    assert len(rows) == 3
+    for _, lr, epochs, t_min, recipe_file in rows:
+        recipe = load_recipe(ROOT / recipe_file.strip("`"))
+        assert (recipe["lr"], recipe["epochs"], recipe["t_min"]) == (float(lr), int(epochs), float(t_min)), recipe_file
+
+
+def test_published_results_in_readme_and_method_are_the_recipes_paper_blocks():
+    """The paper's numbers in README's reproduction table and in docs/method.md §Published results: the ones the
+    recipes record (what launch/reproduce.py compares against)."""
+    from sdbnn.engine.config import load_paper_result
+
+    def paper(recipe: str) -> dict:
+        return load_paper_result(ROOT / "launch" / "configs" / f"{recipe}.yaml")
+
+    def number(cell: str) -> float | None:
+        return float(cell) if cell else None
+
+    readme_rows = table_rows((ROOT / "README.md").read_text(), r"`(cifar10|imagenet)_\w+`")
+    assert len(readme_rows) == 5
+    for recipe, _, top1, top5, reported in readme_rows:
+        published = paper(recipe.strip("`"))
+        assert (number(top1), number(top5)) == (published["top1"], published.get("top5")), recipe
+        irnet = re.search(r"IR-Net: ([\d.]+)", reported)
+        assert (float(irnet[1]) if irnet else None) == published.get("irnet_top1"), recipe
+    method_rows = table_rows((ROOT / "docs" / "method.md").read_text(), r"(CIFAR-10|ImageNet)")
+    method_rows = [row for row in method_rows if row[-1].startswith("`")]
+    assert len(method_rows) == 5
+    for _, _, _, top1, top5, irnet, recipe in method_rows:
+        published = paper(recipe.strip("`"))
+        assert (number(top1), number(top5), number(irnet)) == (
+            published["top1"], published.get("top5"), published.get("irnet_top1")), recipe
