@@ -114,3 +114,28 @@ def test_published_results_in_readme_and_method_are_the_recipes_paper_blocks():
         published = paper(recipe.strip("`"))
         assert (number(top1), number(top5), number(irnet)) == (
             published["top1"], published.get("top5"), published.get("irnet_top1")), recipe
+
+
+def test_readme_gpu_session_numbers_are_the_code():
+    """README §GPU: each stage's budget, their total, the hard stop, the compile estimates and the model check's
+    tolerances are design values of benchmarks/gpu_session; the README restates them, so they are compared here."""
+    from benchmarks.gpu_session import correctness
+    from benchmarks.gpu_session.__main__ import STAGES
+    from benchmarks.gpu_session.plan import COMPILE_S, GPU_PLAN
+
+    readme = (ROOT / "README.md").read_text().replace("\n", " ")
+    rows = table_rows((ROOT / "README.md").read_text(), r"([a-e]\. [\w ]+|targets)")
+    quoted = {row[0].split(". ")[-1].replace(" ", "_"): int(row[2].removesuffix(" s")) for row in rows}
+    budgets = {name: stage.budget(GPU_PLAN) for name, stage in STAGES.items()}
+    assert {{"training_step": "training"}.get(name, name): seconds for name, seconds in quoted.items()} == {
+        name: seconds for name, seconds in budgets.items() if seconds}  # gpu_tests runs only when given a budget
+    assert f"the sum of the stages' budgets, {sum(budgets.values()):.0f} s" in readme
+    assert 'GPU_SESSION_HARD_LIMIT_S:-420}"' in (ROOT / "benchmarks" / "gpu_session.sh").read_text()
+    assert "A hard stop at 420 s (`GPU_SESSION_HARD_LIMIT_S`)" in readme
+    assert (f"(a ResNet-18 compile ≈ {COMPILE_S['resnet18_imagenet']} s, a ResNet-20 compile ≈ "
+            f"{COMPILE_S['resnet20']} s)") in readme
+    tolerances = (correctness.BF16_LOSS_RTOL, correctness.BF16_GLOBAL_GRAD_RTOL, correctness.BF16_PARAMETERS_OVER_SHARE,
+                  correctness.BF16_PARAMETER_GRAD_RTOL)
+    assert tolerances == (0.02, 0.10, 0.05, 0.3)
+    assert ("loss differs by ≤ 2%, all gradients together by ‖ΔG‖/‖G‖ ≤ 0.10, and at most 5% of the parameter "
+            "tensors by more than 0.3 each") in readme
