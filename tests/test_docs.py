@@ -139,3 +139,28 @@ def test_readme_gpu_session_numbers_are_the_code():
     assert tolerances == (0.02, 0.10, 0.05, 0.3)
     assert ("loss differs by ≤ 2%, all gradients together by ‖ΔG‖/‖G‖ ≤ 0.10, and at most 5% of the parameter "
             "tensors by more than 0.3 each") in readme
+
+
+def test_readme_demo_paragraph_is_the_demo():
+    """README Quick start: the demo's data (1,797 digits, 1,400 / 397, 32×32×3) and recipe (15 epochs, SGD lr 0.11
+    cosine, batch 64, Tmin 1e-3, t capped at 1) are what launch/demo.sh and its recipe give."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from sdbnn.engine.config import load_recipe
+    from sdbnn.pipelines import load_digits
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("The demo (`launch/demo.sh`")
+    paragraph = readme[start:readme.index("\n\n", start)].replace("\n", " ")
+    raw = sklearn_digits()
+    train, held_out = load_digits()
+    assert raw.images.shape[1:] == (8, 8) and train.images.shape[1:] == (3, 32, 32)
+    assert (len(raw.target), len(train), len(held_out)) == (1797, 1400, 397)
+    assert (f"{len(raw.target):,} real 8×8 digits, shipped inside the package ({len(train):,} train / "
+            f"{len(held_out)} held out, upsampled to 32×32, 3 channels)") in paragraph
+    demo = (ROOT / "launch" / "demo.sh").read_text()
+    assert "--model resnet20 --dataset digits --epochs 15 --batch-size 64 --t-cap 1 " in demo
+    recipe = load_recipe(ROOT / "launch" / "configs" / "cifar10_resnet20.yaml")  # launch/cifar.py's default recipe
+    assert (recipe["optimizer"], recipe["lr"], recipe["lr_schedule"], recipe["t_min"]) == ("sgd", 0.11, "cosine", 1e-3)
+    assert ("15 epochs, SGD lr 0.11 cosine, batch 64, EDE schedule from Tmin = 1e-3, capped at t = 1."
+            in paragraph)
