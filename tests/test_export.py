@@ -344,3 +344,37 @@ def test_onnx_export_command_fails_when_the_file_does_not_compute_the_model(onnx
     result = json.loads(report.read_text())
     assert not result["passed"] and result["decided_images"] > 0
     assert result["max_relative_difference_decided"] > result["logit_rtol"]
+
+
+def test_readme_onnx_paragraph_is_the_check_and_the_committed_measurements():
+    """README §ONNX: the export check's constants, and the measured agreement quoted from the committed
+    benchmarks/results/onnx-agreement-digits-{15ep,2ep}-*.json (top-1 on every held-out digit, decided images' largest
+    difference, the undecided images' largest move, the commit)."""
+    from sdbnn.deploy.cli import CHECK_IMAGES
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("### ONNX")
+    section = readme[start:readme.index("\n## ", start)].replace("\n", " ")
+    assert (CHECK_IMAGES, onnx_export.DECIDED_MARGIN, onnx_export.LOGIT_RTOL) == (32, 1e-6, 1e-5)
+    assert f"on {CHECK_IMAGES} random images" in section
+    assert "farther than 10⁻⁶ from 0: their logits must agree within 10⁻⁵ of the image's largest logit" in section
+
+    def power_of_ten(value: float) -> str:  # 4.8e-06 → 4.8×10⁻⁶
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa}×10" + str(int(exponent)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
+
+    results = {}
+    for epochs in ("15ep", "2ep"):
+        (path,) = (ROOT / "benchmarks" / "results").glob(f"onnx-agreement-digits-{epochs}-*.json")
+        results[epochs] = json.loads(path.read_text())
+    runs = [run[setting] for run in results.values() for setting in ("optimizations_off", "optimizations_on")]
+    assert {(run["images"], run["top1_agreement"]) for run in runs} == {(397, 397)}
+    assert "onnxruntime's top-1 equals PyTorch's on all 397 held-out digits, with graph optimisations off and on" in section
+    decided = max(run["max_logit_difference_decided"] for run in runs)
+    assert f"decided images agree within {power_of_ten(decided)}." in section
+    moved_off = results["2ep"]["optimizations_off"]["max_logit_difference"]
+    moved_on = results["15ep"]["optimizations_on"]["max_logit_difference"]
+    assert (f"by up to {moved_off:.1f} (2 epochs, optimisations off) and {moved_on:.1f} (15 epochs, optimisations on)"
+            in section)
+    assert {run["environment"]["commit"][:7] for run in results.values()} == {"53860be"}
+    assert "`python -m benchmarks.onnx_agreement` at commit 53860be" in section
