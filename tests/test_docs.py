@@ -164,3 +164,67 @@ def test_readme_demo_paragraph_is_the_demo():
     assert (recipe["optimizer"], recipe["lr"], recipe["lr_schedule"], recipe["t_min"]) == ("sgd", 0.11, "cosine", 1e-3)
     assert ("15 epochs, SGD lr 0.11 cosine, batch 64, EDE schedule from Tmin = 1e-3, capped at t = 1."
             in paragraph)
+
+
+def test_late_epoch_numbers_are_the_committed_study():
+    """README §Late-epoch collapse and docs/method.md §Late-epoch collapse quote the study in
+    benchmarks/results/late-epoch/late-epoch.json (commit d53d06c): its table, the BatchNorm control, the last epochs'
+    diagnostics (means over seeds) and seed 0's collapse. Rerunning the study rewrites the file; this keeps the prose
+    from going stale."""
+    import json
+
+    study = json.loads((ROOT / "benchmarks" / "results" / "late-epoch" / "late-epoch.json").read_text())["settings"]
+    readme = (ROOT / "README.md").read_text()
+    readme = readme[readme.index("### Late-epoch collapse"):readme.index("\n## Data")].replace("\n", " ")
+    method = (ROOT / "docs" / "method.md").read_text()
+    method = method[method.index("## Late-epoch collapse"):method.index("\n## Precision")].replace("\n", " ")
+
+    def pct(value: float) -> str:
+        return f"{100 * value:.1f}"
+
+    labels = {"digits15": "digits, 15 epochs", "digits30": "digits, 30 epochs", "mnist15": "MNIST-5k, 15 epochs"}
+    for setting, label in labels.items():
+        paper, capped = study[setting]["variants"]["paper"], study[setting]["variants"]["tcap1"]
+        seeds = len(paper["runs"])
+        assert (f"| {label} | paper | {seeds} | {pct(paper['final_mean'])} ± {pct(paper['final_std'])} | "
+                f"{pct(paper['best_mean'])} ± {pct(paper['best_std'])} | "
+                f"{pct(paper['drop_mean'])} ± {pct(paper['drop_std'])} |") in readme, setting
+        final, best = capped["vs_baseline"]["final"], capped["vs_baseline"]["best"]
+        assert (f"| {label} | `--t-cap 1` | {len(capped['runs'])} | {pct(capped['final_mean'])} ± "
+                f"{pct(capped['final_std'])} (+{pct(final['difference'])}, p {final['p_value']:.2f}) | "
+                f"{pct(capped['best_mean'])} ± {pct(capped['best_std'])} (+{pct(best['difference'])}, "
+                f"p {best['p_value']:.2f}) | {pct(capped['drop_mean'])} ± {pct(capped['drop_std'])} |") in readme, setting
+    recalibrated = ", ".join(f"{pct(study[s]['variants']['paper']['final_mean'])} → "
+                             f"{pct(study[s]['variants']['paper']['recalibrated_mean'])}% on {name}"
+                             for s, name in (("digits15", "digits-15"), ("digits30", "digits-30"), ("mnist15", "MNIST-5k")))
+    bests = " / ".join(pct(study[s]["variants"]["paper"]["best_mean"]) for s in labels)
+    assert f"(final {recalibrated}, against bests of {bests}%)" in readme
+    drops = lambda variant: [pct(study[s]["variants"][variant]["drop_mean"]) for s in labels]  # noqa: E731
+    gains = [f"+{pct(study[s]['variants']['tcap1']['vs_baseline']['best']['difference'])}" for s in labels]
+    p_min = min(study[s]["variants"]["tcap1"]["vs_baseline"]["best"]["p_value"] for s in labels)
+    assert (f"(best − final {', '.join(drops('tcap1')[:2])} and {drops('tcap1')[2]} points, against "
+            f"{', '.join(drops('paper')[:2])} and {drops('paper')[2]} for the paper's schedule)") in method
+    assert f"({', '.join(gains)} points, Welch p ≥ 0.6)" in method and p_min >= 0.6
+
+    digits15 = study["digits15"]["variants"]
+    last, before, earlier = digits15["paper"]["last_epochs"][-1], *digits15["paper"]["last_epochs"][-2:-4:-1]
+    capped_last = digits15["tcap1"]["last_epochs"][-1]
+    assert (f"in the last epoch (t = {last['t']:.2f}, lr {last['lr']:.2g}) the gradient norm's median jumps to "
+            f"{last['grad_norm_median']:.0f} ({before['grad_norm_median']:.1f} the epoch before, "
+            f"{earlier['grad_norm_median']:.2f} the one before that; {capped_last['grad_norm_median']:.2f} with the cap), "
+            f"{100 * last['weight_flip_fraction']:.2f}% of all binary weights flip "
+            f"({100 * capped_last['weight_flip_fraction']:.2f}% with the cap)") in readme
+    assert (f"({pct(last['train_mode_top1'])}% top-1 in train mode, {pct(last['eval_mode_top1'])}% in eval mode on the "
+            f"same held-out batch; {pct(capped_last['train_mode_top1'])} / {pct(capped_last['eval_mode_top1'])}% "
+            "with the cap)") in readme
+    assert (f"the last epoch's median total gradient norm is {last['grad_norm_median']:.0f} "
+            f"(max {last['grad_norm_max']:.0f}), against {before['grad_norm_median']:.1f} the epoch before and "
+            f"{capped_last['grad_norm_median']:.2f} with `t_cap = 1`; {100 * last['weight_flip_fraction']:.2f}% of the "
+            f"binary weights flip within that epoch ({100 * capped_last['weight_flip_fraction']:.2f}% with the cap)"
+            ) in method
+    assert (f"({pct(last['train_mode_top1'])}% top-1 with batch statistics, {pct(last['eval_mode_top1'])}% with the "
+            "running statistics") in method
+    seed0 = next(run for run in digits15["paper"]["runs"] if run["seed"] == 0)
+    collapse = f"{100 * seed0['final_top1']:.0f}% after a best"
+    assert f"ended seed 0 at {collapse} of {100 * seed0['best_top1']:.0f}%" in readme
+    assert f"one seed of five at {collapse} epoch of {100 * seed0['best_top1']:.0f}%" in method
