@@ -228,3 +228,31 @@ def test_late_epoch_numbers_are_the_committed_study():
     collapse = f"{100 * seed0['final_top1']:.0f}% after a best"
     assert f"ended seed 0 at {collapse} of {100 * seed0['best_top1']:.0f}%" in readme
     assert f"one seed of five at {collapse} epoch of {100 * seed0['best_top1']:.0f}%" in method
+
+
+def test_readme_kernel_resources_numbers_are_the_committed_files():
+    """README §Kernel resources, without a GPU quotes benchmarks/results/kernel-resources-triton{3.8.0,3.6.0}-*.json:
+    the commit, the specializations and targets, the spills, registers, act_sign occupancy on sm_90 and the lowest
+    loads in flight per SM (and what has them)."""
+    import json
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("### Kernel resources, without a GPU")
+    section = readme[start:readme.index("\n## ", start)].replace("\n", " ")
+    files = {version: json.loads(next((ROOT / "benchmarks" / "results").glob(f"kernel-resources-triton{version}-*.json"))
+                                 .read_text()) for version in ("3.8.0", "3.6.0")}
+    rows = [row for result in files.values() for row in result["rows"]]
+    assert {result["commit"][:7] for result in files.values()} == {"c9b9da5"}
+    assert not any(result["uncommitted_changes"] or result["target_misses"] for result in files.values())
+    assert {result["specializations"] for result in files.values()} == {438}
+    assert {tuple(result["archs"]) for result in files.values()} == {("sm_80", "sm_90", "sm_100")}
+    assert all(row["compiled"] for row in rows)
+    occupancy = min(row["occupancy"] for row in rows if row["kernel"].startswith("act_sign") and row["arch"] == "sm_90")
+    assert (f"Measured at commit c9b9da5 (438 specializations × sm_80/90/100, with the CI's triton 3.8 and the GPU "
+            f"machines' 3.6): all met — {max(row['spill_bytes'] for row in rows)} spill bytes, at most "
+            f"{max(row['registers'] for row in rows)} registers, `act_sign` ≥ {100 * occupancy:.0f}% occupancy on "
+            "sm_90") in section
+    lowest = min(row["read_bytes_in_flight_per_sm"] for row in rows)
+    assert {(row["example"]["dtype"], tuple(row["example"]["shape"][2:])) for row in rows
+            if row["read_bytes_in_flight_per_sm"] == lowest} >= {("bf16", (7, 7))}
+    assert f"(~{lowest // 1024} KB: bf16 7×7 planes)" in section
