@@ -54,9 +54,14 @@ def table_rows(text: str, first_cell: str) -> list[list[str]]:
             if re.match(rf"\|\s*{first_cell}\s*\|", line)]
 
 
+RECIPE_MODELS = {"ResNet-20": "resnet20", "ResNet-18 CIFAR": "resnet18_cifar", "VGG-Small": "vgg_small"}
+
+
 def test_method_ede_schedule_table_is_what_ede_schedule_computes():
-    """docs/method.md §EDE schedule: t and k at the first epoch, where t reaches 0.1 and 1, and at the last epoch."""
+    """docs/method.md §EDE schedule: t and k at the first epoch, where t reaches 0.1 and 1, and at the last epoch, for
+    each CIFAR recipe's epochs and Tmin."""
     from sdbnn import ede_schedule
+    from sdbnn.engine.config import load_recipe
 
     rows = table_rows((ROOT / "docs" / "method.md").read_text(), r"[\w\s-]+ \((\d+)\), Tmin [\d.e-]+")
     assert len(rows) == 3
@@ -75,6 +80,8 @@ def test_method_ede_schedule_table_is_what_ede_schedule_computes():
                 assert float(cell.split("k = ")[1]) == pytest.approx(max(1 / t, 1)), (label, cell)
         epoch, t_last = re.fullmatch(r"e = (\d+): t ≈ ([\d.]+), k = 1", last).groups()
         assert int(epoch) == epochs - 1 and f"{at(epochs - 1)[1]:.2f}" == t_last and at(epochs - 1)[0] == 1, label
+        recipe = load_recipe(ROOT / "launch" / "configs" / f"cifar10_{RECIPE_MODELS[label.split(' (')[0]]}.yaml")
+        assert (recipe["epochs"], recipe["t_min"]) == (epochs, t_min), label
 
 
 def test_method_cifar_recipe_table_is_the_recipe_files():
@@ -100,7 +107,11 @@ def test_published_results_in_readme_and_method_are_the_recipes_paper_blocks():
     def number(cell: str) -> float | None:
         return float(cell) if cell else None
 
-    readme_rows = table_rows((ROOT / "README.md").read_text(), r"`(cifar10|imagenet)_\w+`")
+    readme = (ROOT / "README.md").read_text()
+    assert f"# {paper('cifar10_resnet20')['top1']} (best epoch) in the paper" in readme
+    stage1, stage2 = paper("imagenet_stage1"), paper("imagenet_stage2")
+    assert f"# stage 1 then stage 2: {stage2['top1']} / {stage2['top5']}" in readme
+    readme_rows = table_rows(readme, r"`(cifar10|imagenet)_\w+`")
     assert len(readme_rows) == 5
     for recipe, _, top1, top5, reported in readme_rows:
         published = paper(recipe.strip("`"))
@@ -167,7 +178,7 @@ def test_readme_demo_paragraph_is_the_demo():
 
 
 def test_late_epoch_numbers_are_the_committed_study():
-    """README §Late-epoch collapse and docs/method.md §Late-epoch collapse quote the study in
+    """The late-epoch sections of README and docs/method.md quote the study in
     benchmarks/results/late-epoch/late-epoch.json (commit d53d06c): its table, the BatchNorm control, the last epochs'
     diagnostics (means over seeds) and seed 0's collapse. Rerunning the study rewrites the file; this keeps the prose
     from going stale."""
@@ -256,3 +267,31 @@ def test_readme_kernel_resources_numbers_are_the_committed_files():
     assert {(row["example"]["dtype"], tuple(row["example"]["shape"][2:])) for row in rows
             if row["read_bytes_in_flight_per_sm"] == lowest} >= {("bf16", (7, 7))}
     assert f"(~{lowest // 1024} KB: bf16 7×7 planes)" in section
+
+
+def test_readme_and_method_restate_these_code_constants():
+    """Step counts, exit codes and recipe values that README and docs/method.md quote from the code."""
+    from sdbnn.engine import preemption, trainer
+    from sdbnn.engine.config import load_recipe
+    from sdbnn.layers import DEFAULT_K, DEFAULT_T
+    from sdbnn.reference import T_MAX
+
+    readme = (ROOT / "README.md").read_text().replace("\n", " ")
+    method = (ROOT / "docs" / "method.md").read_text().replace("\n", " ")
+    every = trainer.CHECK_EVERY
+    assert f"(checked every {every} steps; both tested)" in readme
+    assert f"are read every {every} steps and once per epoch" in readme
+    assert f"several: within {every} steps, where the ranks exchange their state" in readme
+    assert f"**exit with code {preemption.REQUEUE_EXIT_CODE}** (`EX_TEMPFAIL`" in readme
+    configs = ROOT / "launch" / "configs"
+    stages = [load_recipe(configs / f"imagenet_stage{stage}.yaml") for stage in (1, 2)]
+    minutes = {stage["checkpoint_every_min"] for stage in stages}
+    assert len(minutes) == 1 and f"(off for CIFAR, {minutes.pop()} in the ImageNet recipes)" in readme
+    stage1 = stages[0]
+    assert (stage1["optimizer"], stage1["lr"], stage1["lr_schedule"], stage1["weight_decay"]) == ("adam", 1e-3, "linear", 1e-5)
+    assert "ImageNet stage 1 is W32/A1 (Adam 1e-3 linear decay, weight decay 1e-5 on conv weights)" in readme
+    assert {(stage["batch_size"], stage["epochs"], stage["lr"]) for stage in stages} == {(512, 256, 1e-3)}
+    assert "batch 512 over 2 GPUs, Adam lr 1e-3 with linear decay to 0 over 256 epochs in each stage" in method
+    assert [stage["weight_decay"] for stage in stages] == [1e-5, 0]
+    assert (T_MAX, DEFAULT_K, DEFAULT_T) == (10, 10.0, 0.1)
+    assert f"Tmax = {T_MAX:g} on every model" in method and "(initially k = 10, t = 0.1," in method
