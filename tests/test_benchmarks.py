@@ -21,6 +21,7 @@ from benchmarks.gpu_session.plan import TINY_PLAN
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # Inductor compiles every case: the in-process test below checks the rows with the eager backend
 def test_kernel_benchmark_quick(tmp_path):
     # keeps TRITON_INTERPRET: the fused provider is the kernels
     result = subprocess.run([sys.executable, "-m", "benchmarks.kernels", "--quick", "--out", str(tmp_path)],
@@ -48,6 +49,11 @@ def test_kernel_benchmark_compiles_each_case_on_its_own(monkeypatch):
         result = kernels.run(True, torch.device("cpu"), jobs=jobs, compile_backend="eager")
         assert len(result["rows"]) == 3 * len(jobs)
         assert {row["dtype"] for row in result["rows"]} == {"float32", "bfloat16"}
+        assert result["copy_bandwidth_gbps"] > 0
+        fused = [row for row in result["rows"] if row["provider"] == "fused"]
+        assert len(fused) == len(jobs)
+        assert all(row["forward_backward_ms"] > 0 and set(row["speedup_vs"]) == {"eager", "compiled"} for row in fused)
+        assert "| act_sign |" in kernels.markdown_table(result) and "| weight_sign |" in kernels.markdown_table(result)
         monkeypatch.setattr(kernels, "own_code", lambda fn: fn)  # the old way: one shared code object
         torch._dynamo.reset()
         with pytest.raises(torch._dynamo.exc.FailOnRecompileLimitHit):

@@ -95,7 +95,8 @@ def test_stability_options_round_trip_through_recipe_config_and_resume(tmp_path)
     recipe = tmp_path / "stable.yaml"
     options = {"t_cap": 0.5, "grad_clip_norm": 2.0, "bn_recalibration": True}
     recipe.write_text(yaml.safe_dump({**load_recipe(cli.recipe_path("cifar10_resnet20")), **options}))
-    common = ["--recipe", str(recipe), "--dataset", "digits", "--batch-size", "64", "--max-images", "256",
+    # 128 digits, 2 steps an epoch: the options' round trip and an exact resume need steps, not learning
+    common = ["--recipe", str(recipe), "--dataset", "digits", "--batch-size", "64", "--max-images", "128",
               "--epochs", "3", "--t-min", "0.1"]  # t reaches the cap (0.1 → 0.46 → 2.2) in the last epoch
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(straight)).returncode == 0
