@@ -141,6 +141,7 @@ def test_readme_gpu_session_numbers_are_the_code():
     assert {{"training_step": "training"}.get(name, name): seconds for name, seconds in quoted.items()} == {
         name: seconds for name, seconds in budgets.items() if seconds}  # gpu_tests runs only when given a budget
     assert f"the sum of the stages' budgets, {sum(budgets.values()):.0f} s" in readme
+    assert f"# a {sum(budgets.values()):.0f} s budget (not yet run on a GPU)" in readme
     assert 'GPU_SESSION_HARD_LIMIT_S:-420}"' in (ROOT / "benchmarks" / "gpu_session.sh").read_text()
     assert "A hard stop at 420 s (`GPU_SESSION_HARD_LIMIT_S`)" in readme
     assert (f"(a ResNet-18 compile ≈ {COMPILE_S['resnet18_imagenet']} s, a ResNet-20 compile ≈ "
@@ -276,8 +277,8 @@ def test_readme_and_method_restate_these_code_constants():
     from sdbnn.layers import DEFAULT_K, DEFAULT_T
     from sdbnn.reference import T_MAX
 
-    readme = (ROOT / "README.md").read_text().replace("\n", " ")
-    method = (ROOT / "docs" / "method.md").read_text().replace("\n", " ")
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    method = re.sub(r"\s+", " ", (ROOT / "docs" / "method.md").read_text())
     every = trainer.CHECK_EVERY
     assert f"(checked every {every} steps; both tested)" in readme
     assert f"are read every {every} steps and once per epoch" in readme
@@ -294,4 +295,9 @@ def test_readme_and_method_restate_these_code_constants():
     assert "batch 512 over 2 GPUs, Adam lr 1e-3 with linear decay to 0 over 256 epochs in each stage" in method
     assert [stage["weight_decay"] for stage in stages] == [1e-5, 0]
     assert (T_MAX, DEFAULT_K, DEFAULT_T) == (10, 10.0, 0.1)
+    batch = load_recipe(configs / "cifar10_resnet20.yaml")["batch_size"]  # the official code's test batches too
+    scored = 10_000 // batch * batch  # it dropped the last partial batch of the 10,000 test images
+    assert f"{50_000 // batch} steps per epoch on 50,000 images" in method
+    assert f"({scored:,} of 10,000 images, {10_000 // batch} batches of {batch})" in method
+    assert f"The official code scored CIFAR on {scored:,} of 10,000 test images" in readme
     assert f"Tmax = {T_MAX:g} on every model" in method and "(initially k = 10, t = 0.1," in method
