@@ -97,3 +97,17 @@ def test_one_process_trains_runs_of_different_precisions(tmp_path):
     assert trainer("fp32").accelerator.mixed_precision == "no"
     assert trainer("bf16").accelerator.mixed_precision == "bf16"
     assert trainer("fp32").accelerator.mixed_precision == "no"
+
+
+@pytest.mark.slow  # native CPU bf16 convolutions are slow here (no bf16 instructions)
+def test_precision_emulation_benchmark_reports_agreement_and_speed(tmp_path):
+    from benchmarks import precision_emulation
+
+    assert precision_emulation.main(["--batch-size", "2", "--rounds", "1", "--steps", "1", "--out", str(tmp_path)]) == 0
+    (written,) = tmp_path.glob("precision-emulation-resnet20-*.json")
+    result = json.loads(written.read_text())
+    assert set(result["median_images_per_s"]) == {"fp32", "bf16_native", "bf16_emulated"}
+    assert result["speed_vs_fp32"]["fp32"] == 1.0
+    # the emulation is CPU autocast's arithmetic up to the order of fp32 sums; bf16 is far from fp32
+    assert result["emulated_vs_native"]["gradients_relative_difference"] <= 0.1
+    assert result["native_bf16_vs_fp32"]["logits_relative_difference"] > 1e-3

@@ -1,0 +1,136 @@
+"""CPU bf16 autocast: its own convolutions against the Trainer's emulation of them, and fp32, in one run.
+
+    python -m benchmarks.precision_emulation                    # resnet20, batch 32, 32×32
+    python -m benchmarks.precision_emulation --batch-size 64 --rounds 5
+
+On a CPU without bf16 instructions, CPU autocast's bf16 convolutions take a slow reference kernel; the Trainer then
+emulates them (`sdbnn/engine/precision.py`). This measures, on one model and one batch: the training-step speed of
+fp32, native CPU bf16 autocast and emulated bf16 autocast (interleaved rounds, medians, ratios to fp32), and how far
+the emulation's logits and gradients are from native bf16's (and, for scale, how far bf16's are from fp32's).
+Writes ``precision-emulation-<model>-<date>.{json,md}`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import sdbnn
+from sdbnn import provenance
+from sdbnn.engine.precision import emulated_bf16_convolutions, native_bf16_convolutions
+from sdbnn.io import atomic_write
+
+MODES = ("fp32", "bf16_native", "bf16_emulated")
+
+
+def precision_context(mode: str):
+    if mode == "fp32":
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+    if mode == "bf16_emulated":
+        stack.enter_context(emulated_bf16_convolutions())
+    return stack
+
+
+def forward_backward(model, images, labels, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    with precision_context(mode):
+        logits = model(images)
+    F.cross_entropy(logits.float(), labels).backward()
+    return logits.float(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def run(model_name: str, batch_size: int, rounds: int, steps: int, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    model = sdbnn.create_model(model_name)
+    sdbnn.set_ede(model, 2.0, 0.5)
+    images = torch.randn(batch_size, 3, 32, 32)
+    labels = torch.randint(0, 10, (batch_size,))
+    outputs = {mode: forward_backward(model, images, labels, mode) for mode in MODES}  # also the warm-up
+    rates = {mode: [] for mode in MODES}
+    for _ in range(rounds):
+        for mode in MODES:
+            started = time.perf_counter()
+            for _ in range(steps):
+                forward_backward(model, images, labels, mode)
+            rates[mode].append(steps * batch_size / (time.perf_counter() - started))
+    medians = {mode: statistics.median(values) for mode, values in rates.items()}
+    (fp32_logits, fp32_grads), (native_logits, native_grads), (emulated_logits, emulated_grads) = (
+        outputs[mode] for mode in MODES)
+    return {
+        "benchmark": "precision_emulation", "model": model_name, "batch_size": batch_size, "rounds": rounds,
+        "steps_per_round": steps, "native_bf16_convolutions": native_bf16_convolutions(torch.device("cpu")),
+        "images_per_s": rates, "median_images_per_s": medians,
+        "speed_vs_fp32": {mode: medians[mode] / medians["fp32"] for mode in MODES},
+        "emulated_vs_native": {
+            "logits_bit_identical": torch.equal(emulated_logits, native_logits),
+            "logits_max_abs_difference": (emulated_logits - native_logits).abs().max().item(),
+            "gradients_relative_difference": relative(emulated_grads, native_grads)},
+        "native_bf16_vs_fp32": {"logits_relative_difference": relative(native_logits, fp32_logits),
+                                "gradients_relative_difference": relative(native_grads, fp32_grads)},
+        "date": datetime.date.today().isoformat(), "environment": provenance.environment(),
+    }
+
+
+def markdown(result: dict) -> str:
+    env = result["environment"]
+    agreement, scale = result["emulated_vs_native"], result["native_bf16_vs_fp32"]
+    lines = [
+        f"# CPU bf16 autocast: native vs emulated convolutions ({result['model']}, batch {result['batch_size']})", "",
+        f"`{result['command']}` — commit `{env['commit']}`"
+        f"{' (with uncommitted changes)' if env['uncommitted_changes'] else ''}, {env['cpu_model']}, "
+        f"{env['cpu_cores']} cores, {env['torch_threads']} torch threads, torch {env['torch']}, {result['date']}. "
+        f"bf16 convolution kernels on this CPU: {'yes' if result['native_bf16_convolutions'] else 'no'}. "
+        f"Eager, the CPU training path (fused-op layer); {result['rounds']} interleaved rounds of "
+        f"{result['steps_per_round']} forward+backward steps.", "",
+        "| mode | img/s per round | median img/s | ÷ fp32 |", "|---|---|---|---|"]
+    for mode in MODES:
+        per_round = ", ".join(f"{value:.0f}" for value in result["images_per_s"][mode])
+        lines.append(f"| {mode} | {per_round} | {result['median_images_per_s'][mode]:.0f} | "
+                     f"{result['speed_vs_fp32'][mode]:.2f}× |")
+    lines += [
+        "", "Agreement on the first batch (before any timing step):", "",
+        f"- emulated vs native bf16: logits bit-identical: {agreement['logits_bit_identical']} (largest difference "
+        f"{agreement['logits_max_abs_difference']:.3g}); gradients' relative difference "
+        f"{agreement['gradients_relative_difference']:.3g}",
+        f"- native bf16 vs fp32 (for scale): logits' relative difference "
+        f"{scale['logits_relative_difference']:.3g}, gradients' {scale['gradients_relative_difference']:.3g}", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.precision_emulation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet20", choices=["resnet20", "vgg_small", "resnet18_cifar"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per round and mode")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    result = run(args.model, args.batch_size, args.rounds, args.steps)
+    result["command"] = (f"python -m benchmarks.precision_emulation --model {args.model} --batch-size "
+                         f"{args.batch_size} --rounds {args.rounds} --steps {args.steps}")
+    text = markdown(result)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"precision-emulation-{args.model}-{result['date']}"
+    atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    atomic_write(stem.with_suffix(".md"), lambda tmp: tmp.write_text(text))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
