@@ -2,7 +2,9 @@
 
 FFCV decodes JPEGs with compiled, multi-threaded code and is how the ImageNet run stops being input-bound.
 On CPU, FFCV's compiled worker threads also normalise, writing each image straight into the channels-first float
-batch the CPU model takes (transposing the batch afterwards on the host thread cost 15–30% of the throughput);
+batch the CPU model takes (transposing the batch afterwards on the host thread cost 15–30% of the throughput); for
+ImageNet the crop's resize (FFCV's INTER_AREA weights), the flip and the normalisation are one pass in the decoder
+(FFCV's resize through the system OpenCV plus a second normalising pass cost ~40% of the loader's CPU time);
 on CUDA, uint8 crosses to the device and is normalised there. PCA lighting runs in torch after the FFCV pipeline
 (its draws come from a seeded torch generator, and a numba op after ToTensor can make FFCV spin forever on CPU).
 Every Loader gets freshly built pipeline objects (reusing them across Loaders corrupts shapes).
@@ -155,19 +157,26 @@ def _open_loader(path: Path, **kwargs):
         raise ValueError(f"{path} is not a readable FFCV .beton file ({type(error).__name__}: {error})") from None
 
 
+def _normalisation_affine() -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (scale, offset) with v · scale + offset = (v / 255 − mean) / std (ImageNet statistics) for a pixel
+    value v on the 0–255 scale: what FFCV's worker threads apply on CPU."""
+    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    return (1 / (255 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+
+
 def _flip_normalize_channels_first(flip_probability: float):
     """An FFCV operation, compiled and parallel over the batch in FFCV's worker threads: uint8 [B, H, W, 3] images →
     ``(x − mean) / std`` as float32 [B, 3, H, W] (ImageNet statistics), each image mirrored left–right with
     ``flip_probability``. One pass: the batch arrives NCHW-contiguous, with no separate flip copy before it and no
-    transposing copy on the host thread after it."""
+    transposing copy on the host thread after it. (The CIFAR pipeline's; ImageNet's is fused into its decoder.)"""
     from dataclasses import replace
 
     from ffcv.pipeline.allocation_query import AllocationQuery
     from ffcv.pipeline.compiler import Compiler
     from ffcv.pipeline.operation import Operation
 
-    # (v / 255 − mean) / std for every uint8 value v and channel: a lookup per pixel, as FFCV's own NormalizeImage
-    table = ((np.arange(256)[:, None] / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).astype(np.float32)
+    scale, offset = _normalisation_affine()
+    table = (np.arange(256, dtype=np.float32)[:, None] * scale + offset).astype(np.float32)  # a lookup per value
 
     class FlipNormalizeChannelsFirst(Operation):
         def generate_code(self):
@@ -196,6 +205,136 @@ def _flip_normalize_channels_first(flip_probability: float):
             return replace(previous_state, jit_mode=True, shape=shape, dtype=dtype), AllocationQuery(shape, dtype)
 
     return FlipNormalizeChannelsFirst()
+
+
+def _area_taps(start, source_size, output_size, downscale, reverse, index, weight):
+    """Resampling weights of one axis as in OpenCV's INTER_AREA (what FFCV's resize uses): output k is
+    Σ_t weight[k, t] · source[index[k, t]], ``index`` offset by ``start``, the output mirrored when ``reverse``.
+    ``downscale`` (the crop is at least the output size along both axes): each output pixel averages the source
+    pixels it covers, fractional ones in proportion; otherwise OpenCV's two-tap form for zooming."""
+    inverse_scale = output_size / source_size
+    scale = 1.0 / inverse_scale  # as OpenCV computes it: sample positions on exact multiples round alike
+    index[:] = start
+    weight[:] = 0.0
+    for k in range(output_size):
+        slot = output_size - 1 - k if reverse else k
+        if downscale:
+            left_edge = k * scale
+            right_edge = left_edge + scale
+            cell = min(scale, source_size - left_edge)
+            first = min(int(np.ceil(left_edge)), source_size - 1)
+            last = min(int(np.floor(right_edge)), source_size - 1)
+            first = min(first, last)
+            taps = 0
+            if first - left_edge > 1e-3:
+                index[slot, taps], weight[slot, taps] = start + first - 1, (first - left_edge) / cell
+                taps += 1
+            for source in range(first, last):
+                index[slot, taps], weight[slot, taps] = start + source, 1.0 / cell
+                taps += 1
+            if right_edge - last > 1e-3:
+                index[slot, taps] = start + last
+                weight[slot, taps] = min(min(right_edge - last, 1.0), cell) / cell
+        else:
+            low = int(np.floor(k * scale))
+            fraction = np.float32((k + 1) - (low + 1) * inverse_scale)  # single precision, as OpenCV rounds it
+            fraction = 0.0 if fraction <= 0 else fraction - np.floor(fraction)
+            if low >= source_size - 1:
+                low, fraction = source_size - 1, 0.0
+            index[slot, 0], weight[slot, 0] = start + low, 1.0 - fraction
+            index[slot, 1], weight[slot, 1] = start + min(low + 1, source_size - 1), fraction
+
+
+def _compiled_resampler():
+    """``resample(pixels, width, top, left, crop_height, crop_width, flip, out, scale, offset)``, compiled: the crop
+    [top:top+crop_height, left:left+crop_width] of a uint8 HWC image (``pixels`` flat, ``width`` wide) resized
+    into float32 ``out`` [3, H, W] with OpenCV's INTER_AREA weights (FFCV's resize), mirrored when ``flip``,
+    normalised as v · scale + offset. Rows first: each output row mixes whole source rows across the crop
+    (contiguous, vectorised), then its columns are mixed from that row."""
+    from ffcv.pipeline.compiler import Compiler
+
+    area_taps = Compiler.compile(_area_taps)
+
+    def resample(pixels, width, top, left, crop_height, crop_width, flip, out, scale, offset):
+        out_height, out_width = out.shape[1], out.shape[2]
+        downscale = crop_height >= out_height and crop_width >= out_width
+        row_taps = int(np.ceil(crop_height / out_height)) + 1 if downscale else 2
+        column_taps = int(np.ceil(crop_width / out_width)) + 1 if downscale else 2
+        rows, row_weights = np.empty((out_height, row_taps), np.int64), np.empty((out_height, row_taps), np.float32)
+        columns = np.empty((out_width, column_taps), np.int64)
+        column_weights = np.empty((out_width, column_taps), np.float32)
+        area_taps(top, crop_height, out_height, downscale, False, rows, row_weights)
+        area_taps(0, crop_width, out_width, downscale, flip, columns, column_weights)
+        mixed = np.empty(crop_width * 3, np.float32)
+        for y in range(out_height):
+            mixed[:] = 0.0
+            for t in range(row_taps):
+                share = row_weights[y, t]
+                if share != 0:
+                    source = (rows[y, t] * width + left) * 3
+                    for k in range(crop_width * 3):
+                        mixed[k] += share * np.float32(pixels[source + k])
+            for x in range(out_width):
+                red = green = blue = np.float32(0.0)
+                for t in range(column_taps):
+                    share, source = column_weights[x, t], columns[x, t] * 3
+                    red += share * mixed[source]
+                    green += share * mixed[source + 1]
+                    blue += share * mixed[source + 2]
+                out[0, y, x] = red * scale[0] + offset[0]
+                out[1, y, x] = green * scale[1] + offset[1]
+                out[2, y, x] = blue * scale[2] + offset[2]
+
+    return Compiler.compile(resample)
+
+
+def _normalizing_decoder(decoder_class, output_size, flip_probability: float, **crop):
+    """``decoder_class`` (FFCV's RandomResizedCrop or CenterCrop decoder: its crop sampler, arguments and storage)
+    with the resize, the flip and the normalisation fused into one pass that writes float32 [3, H, W] per image, in
+    FFCV's worker threads. FFCV's own decoder resizes through the system OpenCV into a uint8 image that a second
+    pass normalises; this reads each cropped source pixel once and skips the uint8 image (and its rounding)."""
+    from dataclasses import replace
+
+    from ffcv.fields.rgb_image import IMAGE_MODES
+    from ffcv.libffcv import imdecode
+    from ffcv.pipeline.allocation_query import AllocationQuery
+    from ffcv.pipeline.compiler import Compiler
+
+    scale, offset = _normalisation_affine()
+
+    class NormalizingDecoder(decoder_class):
+        def declare_state_and_memory(self, previous_state):
+            state, (_, decode_buffer) = super().declare_state_and_memory(previous_state)
+            shape, dtype = (3, *self.output_size), np.dtype(np.float32)
+            return replace(state, shape=shape, dtype=dtype), (AllocationQuery(shape, dtype), decode_buffer)
+
+        def generate_code(self):
+            jpg, read = IMAGE_MODES["jpg"], self.memory_read
+            images_of = Compiler.get_iterator()
+            decode_jpeg, sample_crop = Compiler.compile(imdecode), Compiler.compile(self.get_crop_generator)
+            resample = _compiled_resampler()
+            crop_scale = np.array(self.scale) if isinstance(self.scale, tuple) else self.scale
+            crop_ratio = np.array(self.ratio) if isinstance(self.ratio, tuple) else self.ratio
+
+            def decode(batch_indices, storage, metadata, storage_state):
+                destination, decode_buffers = storage
+                for i in images_of(len(batch_indices)):
+                    field = metadata[batch_indices[i]]
+                    data = read(field["data_ptr"], storage_state)
+                    height, width = np.uint32(field["height"]), np.uint32(field["width"])
+                    pixels = data
+                    if field["mode"] == jpg:
+                        pixels = decode_buffers[i]
+                        decode_jpeg(data, pixels, height, width, height, width, 0, 0, 1, 1, False, False)
+                    top, left, crop_height, crop_width = sample_crop(height, width, crop_scale, crop_ratio)
+                    flip = np.random.rand() < flip_probability
+                    resample(pixels, width, top, left, crop_height, crop_width, flip, destination[i], scale, offset)
+                return destination[: len(batch_indices)]
+
+            decode.is_parallel = True
+            return decode
+
+    return NormalizingDecoder(output_size, **crop)
 
 
 class FFCVImageLoader:
@@ -255,27 +394,34 @@ class FFCVImageLoader:
         self.resolution_ramp = resolution_ramp
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.first_batch = 0
+        # CPU: float32 NCHW out of FFCV's worker threads (normalised before ToTensor: see the top); CUDA: uint8
+        # crosses to the GPU (4× fewer bytes than float) and is normalised there
+        self.normalised_by_ffcv = self.device.type != "cuda"
+        to_device = [] if self.normalised_by_ffcv else [ToDevice(self.device, non_blocking=True)]
+        flip_probability = 0.5 if train else 0.0
         if dataset == "imagenet":
-            self.decoder = (
-                RandomResizedCropRGBImageDecoder((resolution, resolution), scale=(0.08, 1.0))
+            decoder_class, crop = (
+                (RandomResizedCropRGBImageDecoder, {"scale": (0.08, 1.0)})
                 if train
-                else CenterCropRGBImageDecoder((resolution, resolution), ratio=IMAGENET_VAL_CROP_RATIO)
+                else (CenterCropRGBImageDecoder, {"ratio": IMAGENET_VAL_CROP_RATIO})
             )
-            translate = []
+            if self.normalised_by_ffcv:  # crop, resize, flip and normalise in one pass
+                self.decoder = _normalizing_decoder(decoder_class, (resolution, resolution), flip_probability, **crop)
+                image_pipeline = [self.decoder, ToTensor()]
+            else:
+                self.decoder = decoder_class((resolution, resolution), **crop)
+                flip = [RandomHorizontalFlip()] if train else []
+                image_pipeline = [self.decoder, *flip, ToTensor(), *to_device, ToTorchImage()]
         else:
             self.decoder = SimpleRGBImageDecoder()
             # translating before flipping draws the same distribution as the usual flip-then-translate (the
             # offsets are symmetric), and leaves the flip last, where the CPU path fuses it into normalisation
             translate = [RandomTranslate(padding=4, fill=(0, 0, 0))] if train else []
-        self.normalised_by_ffcv = self.device.type != "cuda"
-        if self.normalised_by_ffcv:  # float32 NCHW out of FFCV's worker threads (before ToTensor: see the top)
-            to_device = []
-            flip_normalize = _flip_normalize_channels_first(0.5 if train else 0.0)
-            image_pipeline = [self.decoder, *translate, flip_normalize, ToTensor()]
-        else:  # uint8 crosses to the GPU (4× fewer bytes than float) and is normalised there
-            to_device = [ToDevice(self.device, non_blocking=True)]
-            flip = [RandomHorizontalFlip()] if train else []
-            image_pipeline = [self.decoder, *translate, *flip, ToTensor(), *to_device, ToTorchImage()]
+            if self.normalised_by_ffcv:
+                image_pipeline = [self.decoder, *translate, _flip_normalize_channels_first(flip_probability), ToTensor()]
+            else:
+                flip = [RandomHorizontalFlip()] if train else []
+                image_pipeline = [self.decoder, *translate, *flip, ToTensor(), *to_device, ToTorchImage()]
         label_pipeline = [IntDecoder(), ToTensor(), Squeeze(), *to_device]
         self.loader = _open_loader(
             Path(path),

@@ -235,6 +235,58 @@ def test_ffcv_random_resized_crop_areas_in_scale_range():
 
 
 @needs_ffcv
+def test_fused_crop_resize_flip_normalize_matches_ffcv_resize():
+    # The CPU ImageNet decoder resizes, flips and normalises in one pass; it must equal FFCV's own resize (OpenCV
+    # INTER_AREA: averaging when shrinking, OpenCV's two-tap zoom otherwise, mixed per axis) to within its rounding
+    # to uint8, for crops that shrink, zoom, or shrink one axis and zoom the other, at any offset.
+    from ffcv.libffcv import resize_crop
+
+    from sdbnn.pipelines.ffcv_data import _compiled_resampler, _normalisation_affine
+
+    resample, (scale, offset) = _compiled_resampler(), _normalisation_affine()
+    generator = np.random.default_rng(0)
+    image = generator.integers(0, 256, (301, 257, 3), dtype=np.uint8)  # noise: any misplaced tap shows
+    crops = [(0, 0, 301, 257, 224), (0, 0, 300, 150, 224), (5, 7, 100, 90, 224), (1, 2, 224, 224, 224),
+             (3, 1, 150, 256, 224), (0, 0, 300, 256, 64)]
+    for _ in range(40):
+        height, width = int(generator.integers(10, 302)), int(generator.integers(10, 258))
+        crops.append((int(generator.integers(0, 302 - height)), int(generator.integers(0, 258 - width)), height,
+                      width, int(generator.choice([32, 96, 160]))))
+    for top, left, height, width, size in crops:
+        fused = np.empty((3, size, size), np.float32)
+        resample(image.reshape(-1), 257, top, left, height, width, False, fused, scale, offset)
+        expected = np.empty((size, size, 3), np.uint8)
+        resize_crop(image, top, top + height, left, left + width, expected)
+        pixels = (fused.transpose(1, 2, 0) - offset) / scale
+        assert np.abs(pixels - expected).max() <= 1.0, (top, left, height, width, size)
+        mirrored = np.empty_like(fused)
+        resample(image.reshape(-1), 257, top, left, height, width, True, mirrored, scale, offset)
+        assert np.array_equal(mirrored, fused[:, :, ::-1])
+
+
+@needs_ffcv
+@pytest.mark.timeout(300)
+def test_ffcv_imagenet_cpu_decoder_equals_ffcv_decode_then_normalize(imagenet_folder, tmp_path):
+    # End to end, raw and JPEG storage: the validation loader (deterministic centre crops) against FFCV's own
+    # CenterCrop decoder followed by normalisation.
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder
+    from ffcv.loader import OrderOption
+    from ffcv.transforms import Squeeze, ToTensor
+
+    from sdbnn.pipelines.ffcv_data import _open_loader
+
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    for mode in ("raw", "jpg"):
+        path = write_beton(imagenet_folder, tmp_path / f"{mode}.beton", write_mode=mode, max_resolution=160, workers=2)
+        ours = torch.cat([x for x, _ in FFCVImageLoader(path, 10, train=False, resolution=96, num_workers=2)])
+        decoder = CenterCropRGBImageDecoder((96, 96), ratio=224 / 256)
+        theirs = _open_loader(path, batch_size=10, num_workers=2, order=OrderOption.SEQUENTIAL, drop_last=False,
+                        pipelines={"image": [decoder, ToTensor()], "label": [IntDecoder(), ToTensor(), Squeeze()]})
+        pixels = torch.cat([x for x, _ in theirs]).permute(0, 3, 1, 2).float()
+        assert ours.shape == pixels.shape
+        assert ((ours * std + mean) * 255 - pixels).abs().max() <= 1.0 + 1e-3
+
+@needs_ffcv
 @pytest.mark.timeout(120)
 def test_ffcv_errors(tmp_path, imagenet_folder):
     corrupt = tmp_path / "corrupt.beton"
