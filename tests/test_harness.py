@@ -105,28 +105,43 @@ def test_reproduce_trains_the_recipe_and_compares_with_the_paper(tmp_path):
     assert unfinished.returncode == 2 and "no finished run" in unfinished.stderr
 
 
-def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(tmp_path):
-    args = ["--variants", "baseline", "static_asd+wsd", "--seeds", "0", "1", *FEW_DIGITS, "--epochs", "1",
-            "--output-dir", str(tmp_path)]
-    result = script("ablations.py", *args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    options = {variant: yaml.safe_load((tmp_path / variant / "seed1" / "config.yaml").read_text())["model_options"]
-               for variant in ("baseline", "static_asd+wsd")}
-    assert options == {"baseline": {"asd": "off", "wsd": False}, "static_asd+wsd": {"asd": "static"}}
-    table = json.loads((tmp_path / "ablations.json").read_text())["variants"]
-    for variant in ("baseline", "static_asd+wsd"):
-        finals = [json.loads((tmp_path / variant / f"seed{s}" / "summary.json").read_text())["final"]["val_top1"]
+# A built-in variant and one defined by launcher flags, two seeds, two epochs with diagnostics, one thread (the
+# late-epoch study's setting): trained once, read by the runner's test and the study's test.
+ABLATION_ARGS = ["--variants", "baseline", "--variant", "tcap1=--t-cap 1", "--seeds", "0", "1", *FEW_DIGITS,
+                 "--epochs", "2", "--diagnostics"]
+ONE_THREAD = cpu_env(OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def ablation_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablations") / "digits1"  # the study names a setting after its folder
+    trained = run_script(LAUNCH / "ablations.py", *ABLATION_ARGS, "--output-dir", str(root), env=ONE_THREAD)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    return root
+
+
+def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(ablation_root):
+    root = ablation_root
+    configs = {variant: yaml.safe_load((root / variant / "seed1" / "config.yaml").read_text())
+               for variant in ("baseline", "tcap1")}
+    assert configs["baseline"]["model_options"] == {"asd": "off", "wsd": False} and configs["baseline"]["t_cap"] is None
+    assert configs["tcap1"]["model_options"] == {} and configs["tcap1"]["t_cap"] == 1.0
+    assert {configs[variant]["seed"] for variant in configs} == {1}
+    table = json.loads((root / "ablations.json").read_text())["variants"]
+    for variant in ("baseline", "tcap1"):
+        finals = [json.loads((root / variant / f"seed{s}" / "summary.json").read_text())["final"]["val_top1"]
                   for s in (0, 1)]
         assert table[variant]["final_mean"] == pytest.approx(statistics.fmean(finals))
         assert table[variant]["final_std"] == pytest.approx(statistics.stdev(finals))
-    versus = table["static_asd+wsd"]["vs_baseline"]["best"]
-    assert versus["difference"] == pytest.approx(table["static_asd+wsd"]["best_mean"] - table["baseline"]["best_mean"])
+    versus = table["tcap1"]["vs_baseline"]["best"]
+    assert versus["difference"] == pytest.approx(table["tcap1"]["best_mean"] - table["baseline"]["best_mean"])
     assert 0 <= versus["p_value"] <= 1 and "vs_baseline" not in table["baseline"]
-    assert (tmp_path / "ablations.png").stat().st_size > 0 and (tmp_path / "ablations_curves.png").stat().st_size > 0
-    assert "| baseline | 2 |" in (tmp_path / "ablations.md").read_text()
-    before = (tmp_path / "baseline" / "seed0" / "summary.json").stat().st_mtime_ns
-    assert script("ablations.py", *args).returncode == 0  # finished runs are reused, not retrained
-    assert (tmp_path / "baseline" / "seed0" / "summary.json").stat().st_mtime_ns == before
+    assert (root / "ablations.png").stat().st_size > 0 and (root / "ablations_curves.png").stat().st_size > 0
+    assert "| baseline | 2 |" in (root / "ablations.md").read_text()
+    before = (root / "baseline" / "seed0" / "summary.json").stat().st_mtime_ns
+    again = run_script(LAUNCH / "ablations.py", *ABLATION_ARGS, "--output-dir", str(root), env=ONE_THREAD)
+    assert again.returncode == 0, again.stderr[-3000:]  # finished runs are reused, not retrained
+    assert (root / "baseline" / "seed0" / "summary.json").stat().st_mtime_ns == before
     clash = script("ablations.py", "--seed", "3", *DIGITS)
     assert clash.returncode == 2 and "--seed is chosen by the ablation runner" in clash.stderr
 
@@ -160,22 +175,21 @@ def test_ablation_variants_can_be_any_launcher_flags():
         ablations.parse_args(["--variant", "a=", "--baseline", "b"])
     args, _ = ablations.parse_args(["--variants", "baseline", "wsd"])
     assert list(args.definitions) == ["baseline", "wsd"] and args.baseline == "baseline"
+    # the built-in variants' flags give the model options they are named after (baseline's, through the runner: above)
+    options = {name: cli.cifar_config(ablations.variant_argv([], flags, 0, Path("r")))[0].model_options
+               for name, flags in ablations.VARIANTS.items()}
+    assert options == {"baseline": {"asd": "off", "wsd": False}, "asd": {"wsd": False}, "wsd": {"asd": "off"},
+                       "asd+wsd": {}, "static_asd+wsd": {"asd": "static"}}
 
 
-def test_late_epoch_study_tabulates_recipe_options_with_the_batchnorm_control(tmp_path):
-    # Two recipe options × two seeds, one epoch on 128 digits, one thread (the study's setting), then the study table.
-    root = tmp_path / "digits1"
-    one_thread = cpu_env(OMP_NUM_THREADS="1")
-    trained = run_script(LAUNCH / "ablations.py", "--variant", "paper=", "--variant", "tcap1=--t-cap 1", "--baseline",
-                         "paper", "--seeds", "0", "1", *FEW_DIGITS, "--epochs", "2", "--diagnostics",
-                         "--output-dir", str(root), env=one_thread)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+def test_late_epoch_study_tabulates_recipe_options_with_the_batchnorm_control(ablation_root, tmp_path):
+    root = ablation_root
     out = tmp_path / "results"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.late_epoch", str(root), "--out", str(out)],
-                            capture_output=True, text=True, env=one_thread, cwd=ROOT, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "benchmarks.late_epoch", str(root), "--baseline", "baseline",
+                             "--out", str(out)], capture_output=True, text=True, env=ONE_THREAD, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     study = json.loads((out / "late-epoch.json").read_text())["settings"]["digits1"]["variants"]
-    assert set(study) == {"paper", "tcap1"} and "vs_baseline" in study["tcap1"]
+    assert set(study) == {"baseline", "tcap1"} and "vs_baseline" in study["tcap1"]
     for variant, row in study.items():
         summaries = [json.loads((root / variant / f"seed{s}" / "summary.json").read_text()) for s in (0, 1)]
         assert [r["final_top1"] for r in row["runs"]] == [s["final"]["val_top1"] for s in summaries]
@@ -185,8 +199,8 @@ def test_late_epoch_study_tabulates_recipe_options_with_the_batchnorm_control(tm
                  for s in (0, 1) for line in (root / variant / f"seed{s}" / "metrics.jsonl").read_text().splitlines()]
         assert row["last_epochs"][1]["weight_flip_fraction"] == pytest.approx(statistics.fmean(flips[1::2]))
     markdown = (out / "late-epoch.md").read_text()
-    assert "| digits1 | tcap1 | 2 |" in markdown and "## Diagnostics, last epochs — digits1, paper" in markdown
+    assert "| digits1 | tcap1 | 2 |" in markdown and "## Diagnostics, last epochs — digits1, baseline" in markdown
     assert (out / "digits1-ablations_curves.png").stat().st_size > 0
     empty = subprocess.run([sys.executable, "-m", "benchmarks.late_epoch", str(tmp_path / "nothing"), "--out",
-                            str(out)], capture_output=True, text=True, env=one_thread, cwd=ROOT, timeout=120)
+                            str(out)], capture_output=True, text=True, env=ONE_THREAD, cwd=ROOT, timeout=120)
     assert empty.returncode == 2 and "holds no finished ablation run" in empty.stderr
