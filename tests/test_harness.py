@@ -146,6 +146,18 @@ def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(ablation_roo
     assert clash.returncode == 2 and "--seed is chosen by the ablation runner" in clash.stderr
 
 
+
+def test_a_run_is_the_same_alone_or_after_other_runs_in_the_runners_process(ablation_root, tmp_path):
+    # tcap1 seed 1 trained last in the fixture's process (after baseline seeds 0, 1 and tcap1 seed 0); alone it must
+    # give the same weights bit for bit: nothing a run leaves in the process may change the next one
+    alone = tmp_path / "alone"
+    args = [arg for arg in ABLATION_ARGS if arg not in ("--variants", "baseline")]
+    args[args.index("--seeds") + 1:args.index("--seeds") + 3] = ["1"]
+    trained = run_script(LAUNCH / "ablations.py", *args, "--output-dir", str(alone), env=ONE_THREAD)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    weights = "tcap1/seed1/model.safetensors"
+    assert (alone / weights).read_bytes() == (ablation_root / weights).read_bytes()
+
 def test_imagenet_rows_run_the_two_stage_launcher():
     launcher_args = ["--data-dir", "/data/imagenet", "--output-dir", "runs/in"]
     main, argv, run_dir = reproduce.launcher_call("imagenet_stage1", launcher_args)
