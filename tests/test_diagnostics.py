@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import yaml
-from helpers import LAUNCH, run_script
+from helpers import LAUNCH, cpu_env, run_script
 from safetensors.torch import load_file
 from torch import nn
 
@@ -99,10 +99,12 @@ def test_stability_options_round_trip_through_recipe_config_and_resume(tmp_path)
     common = ["--recipe", str(recipe), "--dataset", "digits", "--batch-size", "64", "--max-images", "128",
               "--epochs", "3", "--t-min", "0.1"]  # t reaches the cap (0.1 → 0.46 → 2.2) in the last epoch
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    assert run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(straight)).returncode == 0
-    first = run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(stopped), "--stop-after-epoch", "2")
+    one_thread = cpu_env(OMP_NUM_THREADS="1")  # an exact comparison: the thread count changes float sums
+    assert run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(straight), env=one_thread).returncode == 0
+    first = run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(stopped), "--stop-after-epoch", "2",
+                       env=one_thread)
     assert first.returncode == 0, first.stderr[-2000:]
-    resumed = run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(stopped), "--resume")
+    resumed = run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(stopped), "--resume", env=one_thread)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     saved = yaml.safe_load((straight / "config.yaml").read_text())
     assert {key: saved[key] for key in options} == options
