@@ -42,7 +42,7 @@ def launch(*args, processes=1):
     return run_script(LAUNCH / "imagenet.py", *args, processes=processes)
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2 ranks + resume: -m slow
 def test_both_stages_run_and_write_outputs(imagenet_dir, teacher_weights, tmp_path, processes):
     result = launch("--data-dir", str(imagenet_dir), *TINY, "--teacher-weights", str(teacher_weights),
                     "--output-dir", str(tmp_path), processes=processes)
@@ -91,18 +91,19 @@ def test_stage2_without_stage1_is_a_clear_error(imagenet_dir, teacher_weights, t
 
 @pytest.mark.optional("ffcv")
 @pytest.mark.timeout(400)
-def test_stage1_trains_from_ffcv_files(imagenet_dir, teacher_weights, tmp_path):
+def test_stage1_trains_from_ffcv_files(imagenet_dir, tmp_path):
     from sdbnn.pipelines.ffcv_data import write_beton
 
     betons = tmp_path / "betons"
     for split in ("train", "val"):
         write_beton(imagenet_dir / split, betons / f"{split}.beton", write_mode="jpg", max_resolution=96, workers=2)
-    result = launch("--data-dir", str(betons), *TINY, "--teacher-weights", str(teacher_weights), "--epochs", "2",
-                    "--stage", "1", "--output-dir", str(tmp_path / "run"))
+    # what is tested is the launcher reading .beton files (the teacher is tested above): no teacher, one epoch
+    result = launch("--data-dir", str(betons), *TINY, "--no-teacher", "--stage", "1",
+                    "--output-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "using torchvision" not in result.stderr  # the .beton files were read, not a fallback
     records = [yaml.safe_load(line) for line in (tmp_path / "run" / "stage1" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [0, 1] and all(r["val_samples"] == 20 for r in records)
+    assert [r["epoch"] for r in records] == [0] and all(r["val_samples"] == 20 for r in records)
 
 
 def test_missing_teacher_weights_is_one_clear_error_and_no_teacher_opts_out(imagenet_dir, tmp_path):
