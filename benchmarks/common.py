@@ -8,6 +8,7 @@ before. A section that raises is recorded with its traceback and the next sectio
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
@@ -75,11 +76,32 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def write_results(out: Path, prefix: str, result: dict, markdown: str) -> Path:
     """``<out>/<prefix>-<device>-<date>.json`` and ``.md`` (prefix "" names the file by device and date only)."""
+    return write_named_results(out, result_stem(prefix, result), result, markdown)
+
+
+def write_named_results(out: Path, stem: str, result: dict, markdown: str) -> Path:
+    """``<out>/<stem>.json`` and ``<out>/<stem>.md``, each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = result_stem(prefix, result)
     _atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2, default=str) + "\n")
     _atomic_write_text(out / f"{stem}.md", markdown)
     return out / f"{stem}.json"
+
+
+def model_step_parser(prog: str, description: str, batch_size: int, steps: int) -> argparse.ArgumentParser:
+    """The flags of the CPU training-step benchmarks: one CIFAR model, a batch, interleaved rounds of timed steps."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet20", choices=["resnet20", "vgg_small", "resnet18_cifar"])
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=steps, help="timed steps per round and path")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    return parser
+
+
+def model_step_command(prog: str, args: argparse.Namespace) -> str:
+    """The command line that reproduces a run of a `model_step_parser` benchmark (everything but --out)."""
+    return f"{prog} --model {args.model} --batch-size {args.batch_size} --rounds {args.rounds} --steps {args.steps}"
 
 
 def result_stem(prefix: str, result: dict) -> str:

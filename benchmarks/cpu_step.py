@@ -12,20 +12,17 @@ this process's CPU time (which other processes' load disturbs less). Writes ``cp
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import sdbnn
 from sdbnn import provenance
-from sdbnn.io import atomic_write
+from benchmarks.common import model_step_command, model_step_parser, write_named_results
 
 PATHS = ("ops", "reference")
 
@@ -109,25 +106,13 @@ def markdown(result: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu_step", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet20", choices=["resnet20", "vgg_small", "resnet18_cifar"])
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per round and path")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
+    prog = "python -m benchmarks.cpu_step"
+    args = model_step_parser(prog, __doc__, batch_size=128, steps=8).parse_args(argv)
     result = run(args.model, args.batch_size, args.rounds, args.steps)
-    command = "python -m benchmarks.cpu_step" + "".join(
-        f" --{key.replace('_', '-')} {value}" for key, value in
-        (("model", args.model), ("batch_size", args.batch_size), ("rounds", args.rounds), ("steps", args.steps)))
-    result["command"] = command
+    result["command"] = command = model_step_command(prog, args)
     text = markdown(result, command)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"cpu-step-{args.model}-{result['date']}"
-    atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
-    atomic_write(stem.with_suffix(".md"), lambda tmp: tmp.write_text(text))
+    write_named_results(args.out, f"cpu-step-{args.model}-{result['date']}", result, text)
     return 0
 
 

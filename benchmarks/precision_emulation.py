@@ -12,13 +12,10 @@ Writes ``precision-emulation-<model>-<date>.{json,md}`` to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +23,7 @@ import torch.nn.functional as F
 import sdbnn
 from sdbnn import provenance
 from sdbnn.engine.precision import emulated_bf16_convolutions, native_bf16_convolutions
-from sdbnn.io import atomic_write
+from benchmarks.common import model_step_command, model_step_parser, write_named_results
 
 MODES = ("fp32", "bf16_native", "bf16_emulated")
 
@@ -112,23 +109,13 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.precision_emulation", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet20", choices=["resnet20", "vgg_small", "resnet18_cifar"])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per round and mode")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
+    prog = "python -m benchmarks.precision_emulation"
+    args = model_step_parser(prog, __doc__, batch_size=32, steps=2).parse_args(argv)
     result = run(args.model, args.batch_size, args.rounds, args.steps)
-    result["command"] = (f"python -m benchmarks.precision_emulation --model {args.model} --batch-size "
-                         f"{args.batch_size} --rounds {args.rounds} --steps {args.steps}")
+    result["command"] = model_step_command(prog, args)
     text = markdown(result)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"precision-emulation-{args.model}-{result['date']}"
-    atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
-    atomic_write(stem.with_suffix(".md"), lambda tmp: tmp.write_text(text))
+    write_named_results(args.out, f"precision-emulation-{args.model}-{result['date']}", result, text)
     return 0
 
 
