@@ -95,7 +95,7 @@ def test_reproduce_trains_the_recipe_and_compares_with_the_paper(tmp_path):
     assert report["paper"]["top1"] == 86.9
     assert report["best"]["top1"] == pytest.approx(100 * summary["best"]["val_top1"])
     assert report["final"]["top1"] == pytest.approx(100 * summary["final"]["val_top1"])
-    assert set(report["differs_from_recipe"]) == {"dataset", "epochs", "batch_size"}
+    assert set(report["differs_from_recipe"]) == {"dataset", "epochs", "batch_size", "max_images"}
     assert "86.9" in result.stdout and "warning: this run is not the paper's setup" in result.stdout
     again = script("reproduce.py", "cifar10_resnet20", "--compare", str(run_dir))
     assert again.returncode == 0 and f"{report['best']['top1']:.2f}" in again.stdout

@@ -20,13 +20,13 @@ import sys
 from pathlib import Path
 
 from sdbnn.engine import cli
-from sdbnn.engine.config import load_paper_result, load_recipe
+from sdbnn.engine.config import TrainConfig, load_paper_result, load_recipe
 from sdbnn.engine.runs import Run
 from sdbnn.io import atomic_write
 
 # the recipe keys that define a paper row's setup; a run that changes one is not the paper's experiment
 SETUP_KEYS = ("model", "dataset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "lr_schedule", "t_min",
-              "model_options", "teacher", "kd_temperature", "kd_alpha")
+              "model_options", "teacher", "kd_temperature", "kd_alpha", "max_images", "t_cap")
 
 
 def rows() -> dict[str, dict]:
@@ -58,8 +58,10 @@ def compare(row: str, run_dir: Path) -> dict:
     paper = rows()[row]
     summary, config = run.summary(), run.config_values()
     recipe = load_recipe(cli.recipe_path(row))
-    differences = {key: {"run": config.get(key), "recipe": recipe[key]} for key in SETUP_KEYS
-                   if key in recipe and config.get(key) != recipe[key]}
+    # a key the recipe leaves out means the default (max_images: the whole dataset)
+    defaults = TrainConfig()
+    differences = {key: {"run": config.get(key), "recipe": recipe.get(key, getattr(defaults, key))}
+                   for key in SETUP_KEYS if config.get(key) != recipe.get(key, getattr(defaults, key))}
     result = {"row": paper["row"], "recipe": row, "run": str(run_dir), "paper": paper, "differs_from_recipe": differences}
     lines = [f"{paper['row']} — {run_dir} ({config['model']} on {config['dataset']}, {config['epochs']} epochs)",
              f"{'':14}{'achieved':>10}{'paper':>8}{'difference':>12}"]
