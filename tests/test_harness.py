@@ -147,6 +147,7 @@ def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(ablation_roo
 
 
 
+@pytest.mark.slow
 def test_a_run_is_the_same_alone_or_after_other_runs_in_the_runners_process(ablation_root, tmp_path):
     # tcap1 seed 1 trained last in the fixture's process (after baseline seeds 0, 1 and tcap1 seed 0); alone it must
     # give the same weights bit for bit: nothing a run leaves in the process may change the next one

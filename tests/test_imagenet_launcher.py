@@ -89,6 +89,7 @@ def test_stage2_without_stage1_is_a_clear_error(imagenet_dir, teacher_weights, t
     assert result.returncode == 2 and "run --stage 1 first" in result.stderr
 
 
+@pytest.mark.slow  # the FFCV loader itself is tested in the default set (test_pipelines.py)
 @pytest.mark.optional("ffcv")
 @pytest.mark.timeout(400)
 def test_stage1_trains_from_ffcv_files(imagenet_dir, tmp_path):
