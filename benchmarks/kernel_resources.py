@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import yaml
 
-from benchmarks.occupancy import ARCHS, MAX_REGISTERS, occupancy
+from benchmarks.occupancy import ARCHS, OCCUPANCY_ARCH, occupancy, targets
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ARCHS = (80, 90, 100)
@@ -51,7 +51,6 @@ STORAGE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # weight dtype -> sign dtype: the same dtype, plus fp32 weights signed into autocast's bf16/fp16
 WEIGHT_STORAGE = [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "bf16"), ("fp32", "fp16")]
 TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
-ACT_SIGN_MIN_OCCUPANCY, OCCUPANCY_ARCH = 0.5, 90  # the act_sign kernels' target, on sm_90
 
 
 # --- which launches the models make --------------------------------------------------------------------------
@@ -323,24 +322,6 @@ def representative_rows(arch: int = OCCUPANCY_ARCH) -> tuple[list[dict], list[bo
     cross_check: list[bool] = []
     rows = compile_rows(launches, [arch], log=lambda message: None, cross_check=cross_check, cross_check_every=1)
     return rows, cross_check
-
-
-def targets(rows: list[dict]) -> list[str]:
-    """What misses the targets, one line each (empty: all met)."""
-    failures = []
-    for row in rows:
-        what = f"{row['arch']} {row['kernel']} {row['constexprs']} num_warps={row['num_warps']}"
-        if not row["compiled"]:
-            failures.append(f"{what}: did not compile: {row['error'].splitlines()[0]}")
-            continue
-        if row["spill_bytes"]:
-            failures.append(f"{what}: {row['spill_bytes']} bytes of spills")
-        if (row["kernel"].startswith("act_sign") and row["arch"] == f"sm_{OCCUPANCY_ARCH}"
-                and row["occupancy"] < ACT_SIGN_MIN_OCCUPANCY):
-            failures.append(f"{what}: occupancy {row['occupancy']:.0%} < {ACT_SIGN_MIN_OCCUPANCY:.0%}")
-        if row["kernel"].startswith("weight_sign") and row["registers"] >= MAX_REGISTERS:
-            failures.append(f"{what}: {row['registers']} registers (the limit)")
-    return failures
 
 
 def json_text(result: dict) -> str:

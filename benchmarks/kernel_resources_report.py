@@ -1,12 +1,12 @@
 """The markdown page of a `benchmarks.kernel_resources` result: targets, per kernel and target, and the launch
-configurations the launchers choose."""
+configurations the launchers choose. It reads only the result (and `benchmarks.occupancy`'s targets), so the
+sweep imports it and not the other way round."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from benchmarks.kernel_resources import ACT_SIGN_MIN_OCCUPANCY, MODELS, OCCUPANCY_ARCH
-from benchmarks.occupancy import MAX_REGISTERS
+from benchmarks.occupancy import ACT_SIGN_MIN_OCCUPANCY, MAX_REGISTERS, OCCUPANCY_ARCH
 
 
 def _span(values: list[float], fmt: str = "{}") -> str:
@@ -26,7 +26,7 @@ def markdown(result: dict) -> str:
         "",
         f"Compiled without a GPU on {result['date']} by `{result['command']}` at commit {result['commit']}"
         f"{' (with uncommitted changes)' if result['uncommitted_changes'] else ''}; torch {result['torch']}, "
-        f"triton {result['triton']}. {result['layers']} binary layers of {', '.join(MODELS)} at their recipes' "
+        f"triton {result['triton']}. {result['layers']} binary layers of {', '.join(result['inputs'])} at their recipes' "
         f"per-device batch and image size ({'; '.join(f'{m}: {b}×{s}²' for m, (b, s) in result['inputs'].items())}), "
         "fp32/bf16/fp16 storage (and fp32 weights with bf16/fp16 signs), NCHW and channels_last, with and without "
         f"shift/alpha, every surrogate: {result['specializations']} distinct specializations, {len(rows)} rows "

@@ -1,5 +1,6 @@
-"""What one SM of each NVIDIA architecture holds, and the theoretical occupancy of a kernel from its registers, warps
-and shared memory (used by `benchmarks.kernel_resources`; no GPU, no Triton)."""
+"""What one SM of each NVIDIA architecture holds, the theoretical occupancy of a kernel from its registers, warps
+and shared memory, and the targets the compiled kernels must meet (used by `benchmarks.kernel_resources` and its
+report; no GPU, no Triton)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ ARCHS = {
     120: SmLimits(max_warps=48, max_blocks=32, shared_bytes=128 * 1024, reserved_shared=1024),  # RTX 50xx
 }
 REGISTERS_PER_SM, SUB_PARTITIONS, REGISTER_UNIT, MAX_REGISTERS, SHARED_UNIT = 65536, 4, 256, 255, 128
+ACT_SIGN_MIN_OCCUPANCY, OCCUPANCY_ARCH = 0.5, 90  # the act_sign kernels' target, on sm_90
 
 
 def occupancy(arch: int, registers: int, num_warps: int, shared_bytes: int) -> tuple[float, int, str]:
@@ -46,3 +48,21 @@ def occupancy(arch: int, registers: int, num_warps: int, shared_bytes: int) -> t
     limit = min(limits, key=limits.get)
     blocks = limits[limit]
     return blocks * num_warps / sm.max_warps, blocks, limit
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """What misses the targets, one line each (empty: all met)."""
+    failures = []
+    for row in rows:
+        what = f"{row['arch']} {row['kernel']} {row['constexprs']} num_warps={row['num_warps']}"
+        if not row["compiled"]:
+            failures.append(f"{what}: did not compile: {row['error'].splitlines()[0]}")
+            continue
+        if row["spill_bytes"]:
+            failures.append(f"{what}: {row['spill_bytes']} bytes of spills")
+        if (row["kernel"].startswith("act_sign") and row["arch"] == f"sm_{OCCUPANCY_ARCH}"
+                and row["occupancy"] < ACT_SIGN_MIN_OCCUPANCY):
+            failures.append(f"{what}: occupancy {row['occupancy']:.0%} < {ACT_SIGN_MIN_OCCUPANCY:.0%}")
+        if row["kernel"].startswith("weight_sign") and row["registers"] >= MAX_REGISTERS:
+            failures.append(f"{what}: {row['registers']} registers (the limit)")
+    return failures

@@ -61,14 +61,14 @@ def test_kernels_compile_for_sm90_without_spills_at_the_launchers_configurations
         assert any(name == chosen["kernel"] and constexprs.items() >= chosen["constexprs"].items()
                    and warps == chosen["num_warps"] for name, constexprs, warps in compiled), chosen
     assert all(row["arch"] == "sm_90" for row in sm90_rows)
-    assert kernel_resources.targets(sm90_rows) == []  # compiled, 0 spill bytes, act_sign ≥ 50% occupancy
+    assert occupancy.targets(sm90_rows) == []  # compiled, 0 spill bytes, act_sign ≥ 50% occupancy
 
 
 def test_targets_report_each_kind_of_miss():
     good = {"kernel": "act_sign.forward", "arch": "sm_90", "constexprs": {}, "num_warps": 8, "compiled": True,
             "registers": 32, "spill_bytes": 0, "occupancy": 1.0}
-    assert kernel_resources.targets([good]) == []
-    misses = kernel_resources.targets([
+    assert occupancy.targets([good]) == []
+    misses = occupancy.targets([
         {**good, "compiled": False, "error": "CompilationError: boom"},
         {**good, "spill_bytes": 8},
         {**good, "occupancy": 0.375},
