@@ -8,17 +8,17 @@ before. A section that raises is recorded with its traceback and the next sectio
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
 import os
 import platform
 import re
+import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -87,21 +87,21 @@ def write_named_results(out: Path, stem: str, result: dict, markdown: str) -> Pa
     return out / f"{stem}.json"
 
 
-def model_step_parser(prog: str, description: str, batch_size: int, steps: int) -> argparse.ArgumentParser:
-    """The flags of the CPU training-step benchmarks: one CIFAR model, a batch, interleaved rounds of timed steps."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet20", choices=["resnet20", "vgg_small", "resnet18_cifar"])
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=steps, help="timed steps per round and path")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    return parser
+def interleaved_rounds(measure: Callable[[str, int], dict], names: Sequence[str], rounds: int) -> dict[str, list]:
+    """{name: [measure(name, round) for each round]}: every round measures each name once, back to back, the order
+    reversed every other round, so that a machine's drifting load falls on all of them alike. Rounds count from 0."""
+    per_round = {name: [] for name in names}
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else list(reversed(names)):
+            per_round[name].append(measure(name, index))
+    return per_round
 
 
-def model_step_command(prog: str, args: argparse.Namespace) -> str:
-    """The command line that reproduces a run of a `model_step_parser` benchmark (everything but --out)."""
-    return f"{prog} --model {args.model} --batch-size {args.batch_size} --rounds {args.rounds} --steps {args.steps}"
+def median_ratio(per_round: dict[str, list[dict]], name: str, baseline: str, key: str) -> tuple[list[float], float]:
+    """Each round's ``name`` ÷ ``baseline`` of ``key`` (paired: measured back to back) and the median of those: the
+    headline of an interleaved comparison, which drift between rounds moves less than a ratio of medians."""
+    ratios = [mine[key] / theirs[key] for mine, theirs in zip(per_round[name], per_round[baseline])]
+    return ratios, statistics.median(ratios)
 
 
 def result_stem(prefix: str, result: dict) -> str:

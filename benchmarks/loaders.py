@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torchvision.datasets import ImageFolder
 
+from benchmarks import common
 from sdbnn import provenance
 from sdbnn.pipelines import DeviceResidentLoader, read_cifar
 from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, write_beton
@@ -146,18 +147,20 @@ def timed_epoch(loader, epoch: int, device: torch.device) -> dict:
 
 
 def interleaved_rounds(pipelines: dict, rounds: int, device: torch.device) -> dict:
-    """A warm-up epoch of every pipeline, then ``rounds`` rounds of one epoch each, in alternating order. Returns
-    each pipeline's per-round measurements and the machine's other load during the timed rounds."""
+    """A warm-up epoch of every pipeline, then ``rounds`` interleaved rounds of one epoch each
+    (`benchmarks.common.interleaved_rounds`). Returns each pipeline's per-round measurements and the machine's other
+    load during the timed rounds."""
     for loader in pipelines.values():
         timed_epoch(loader, 0, device)
-    per_round = {name: [] for name in pipelines}
+
+    def epoch(name: str, index: int) -> dict:
+        measured = timed_epoch(pipelines[name], index + 1, device)
+        print(f"  round {index + 1}: {name:28s} {measured['images_per_s']:9.0f} images/s", flush=True)
+        return measured
+
     load_before, machine, own = os.getloadavg()[0], _machine_busy_seconds(), _own_cpu_seconds()
     started = time.perf_counter()
-    for round_index in range(1, rounds + 1):
-        order = list(pipelines) if round_index % 2 else list(reversed(pipelines))
-        for name in order:
-            per_round[name].append(timed_epoch(pipelines[name], round_index, device))
-            print(f"  round {round_index}: {name:28s} {per_round[name][-1]['images_per_s']:9.0f} images/s", flush=True)
+    per_round = common.interleaved_rounds(epoch, list(pipelines), rounds)
     seconds = time.perf_counter() - started
     machine_after = _machine_busy_seconds()
     others = None if machine is None else max(0.0, (machine_after - machine) - (_own_cpu_seconds() - own)) / seconds
@@ -228,10 +231,8 @@ def run(args: argparse.Namespace) -> dict:
     for ratio, (name, baseline) in COMPARISONS.items():
         if name not in measured["per_round"]:
             continue
-        per_round = [mine["images_per_s"] / theirs["images_per_s"] for mine, theirs
-                     in zip(measured["per_round"][name], measured["per_round"][baseline])]
-        result[f"{ratio}_per_round"] = per_round
-        result[ratio] = statistics.median(per_round)  # paired: each round ran the two back to back
+        result[f"{ratio}_per_round"], result[ratio] = common.median_ratio(measured["per_round"], name, baseline,
+                                                                          "images_per_s")
         result[f"{ratio}_cpu_time"] = result[f"{baseline}_cpu_ms_per_image"] / result[f"{name}_cpu_ms_per_image"]
     return result
 
@@ -268,11 +269,9 @@ def markdown_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.common import environment, write_results
-
     args = parse_args(argv)
     command = " ".join(["python -m benchmarks.loaders", *(sys.argv[1:] if argv is None else argv)])
-    info = {**environment(torch.device(args.device)), "command": command}
+    info = {**common.environment(torch.device(args.device)), "command": command}
     result = {**info, **run(args)}
     print(markdown_table(result))
     if args.out:
@@ -281,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{machine['commit']}{' (with uncommitted changes)' if machine['uncommitted_changes'] else ''}; "
                   f"{machine['cpu_model']}, {machine['cpu_cores']} cores, torch {info['torch']} "
                   f"({machine['torch_threads']} threads).\n\n")
-        path = write_results(args.out, "loaders", result, header + markdown_table(result))
+        path = common.write_results(args.out, "loaders", result, header + markdown_table(result))
         print(f"wrote {path} and .md")
     return 0
 

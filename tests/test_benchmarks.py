@@ -277,7 +277,7 @@ def test_gpu_session_killed_mid_stage_keeps_what_was_written(tmp_path):
 
 
 @pytest.mark.slow
-def test_onnx_agreement_benchmark_on_a_finished_run(tmp_path):
+def test_onnx_agreement_study_on_a_finished_run(tmp_path):
     for module in ("onnx", "onnxscript", "onnxruntime"):
         require_optional(module, "pip install -e '.[deploy]'")
     import sdbnn
@@ -288,13 +288,13 @@ def test_onnx_agreement_benchmark_on_a_finished_run(tmp_path):
         run / "config.yaml")
     sdbnn.save_weights(sdbnn.create_model("resnet20"), run / "model.safetensors")
     (run / "summary.json").write_text(json.dumps({"final": {"val_top1": 0.1}, "best": {"val_top1": 0.2}}))
-    command = [sys.executable, "-m", "benchmarks.onnx_agreement", "--run", str(run), "--out", str(tmp_path / "out")]
+    command = [sys.executable, "-m", "studies.onnx_agreement", "--run", str(run), "--out", str(tmp_path / "out")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=cpu_env(), cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     (json_file,) = (tmp_path / "out").glob("onnx-agreement-digits-1ep-*.json")
     report, markdown = _read(json_file)
     assert report["run"]["best_top1"] == 0.2 and report["environment"]["commit"]
-    assert report["command"].startswith("python -m benchmarks.onnx_agreement --run")
+    assert report["command"].startswith("python -m studies.onnx_agreement --run")
     for key in ("optimizations_off", "optimizations_on"):
         check = report[key]
         assert check["images"] == 48 and 0 < check["decided_images"] <= 48 and check["top1_agreement"] <= 48

@@ -154,8 +154,8 @@ def _run_custom_op(x, shift, grad, k, t, surrogate):
     return out, x.grad, shift.grad if shift is not None else None
 
 
-def test_cpu_step_benchmark_reports_the_median_of_per_round_ratios():
-    from benchmarks import cpu_step
+def test_cpu_step_study_reports_the_median_of_per_round_ratios():
+    from studies import cpu_step
 
     result = cpu_step.run("resnet20", batch_size=2, rounds=3, steps=1)
     for key in ("fused_over_reference", "fused_over_reference_cpu_time"):
@@ -163,5 +163,5 @@ def test_cpu_step_benchmark_reports_the_median_of_per_round_ratios():
         assert len(per_round) == 3 and result[key] == sorted(per_round)[1]
     rates = result["images_per_s"]
     assert result["fused_over_reference_per_round"] == [o / r for o, r in zip(rates["ops"], rates["reference"])]
-    text = cpu_step.markdown(result, "python -m benchmarks.cpu_step")
+    text = cpu_step.markdown(result, "python -m studies.cpu_step")
     assert f"**{result['fused_over_reference']:.2f}×** wall clock" in text

@@ -6,8 +6,9 @@ import re
 import pytest
 from helpers import ROOT
 
-CITED_FILES = [path for pattern in ("sdbnn/**/*.py", "kernels/*.py", "pipelines/*.py", "launch/**/*", "benchmarks/*.py",
-                                    "tests/*.py", ".ci/*", "docs/*.md", "README.md", "pyproject.toml")
+CITED_FILES = [path for pattern in ("sdbnn/**/*.py", "kernels/*.py", "pipelines/*.py", "launch/**/*", "benchmarks/**/*.py",
+                                    "studies/*.py", "studies/README.md", "tests/*.py", ".ci/*", "docs/*.md", "README.md",
+                                    "pyproject.toml")
                for path in ROOT.glob(pattern) if path.is_file()]
 CITATION = re.compile(r"docs/([\w.-]+\.md) §")
 # what may follow a cited heading: punctuation, the end of the line, or a joining word ("§A and §B as ...")
@@ -180,12 +181,12 @@ def test_readme_demo_paragraph_is_the_demo():
 
 def test_late_epoch_numbers_are_the_committed_study():
     """The late-epoch sections of README and docs/method.md quote the study in
-    benchmarks/results/late-epoch/late-epoch.json (commit d53d06c): its table, the BatchNorm control, the last epochs'
+    studies/results/late-epoch/late-epoch.json (commit d53d06c): its table, the BatchNorm control, the last epochs'
     diagnostics (means over seeds) and seed 0's collapse. Rerunning the study rewrites the file; this keeps the prose
     from going stale."""
     import json
 
-    study = json.loads((ROOT / "benchmarks" / "results" / "late-epoch" / "late-epoch.json").read_text())["settings"]
+    study = json.loads((ROOT / "studies" / "results" / "late-epoch" / "late-epoch.json").read_text())["settings"]
     readme = (ROOT / "README.md").read_text()
     readme = readme[readme.index("### Late-epoch collapse"):readme.index("\n## Data")].replace("\n", " ")
     method = (ROOT / "docs" / "method.md").read_text()

@@ -348,7 +348,7 @@ def test_onnx_export_command_fails_when_the_file_does_not_compute_the_model(onnx
 
 def test_readme_onnx_paragraph_is_the_check_and_the_committed_measurements():
     """README §ONNX: the export check's constants, and the measured agreement quoted from the committed
-    benchmarks/results/onnx-agreement-digits-{15ep,2ep}-*.json (top-1 on every held-out digit, decided images' largest
+    studies/results/onnx-agreement/onnx-agreement-digits-{15ep,2ep}-*.json (top-1 on every held-out digit, decided images' largest
     difference, the undecided images' largest move, the commit)."""
     from sdbnn.deploy.cli import CHECK_IMAGES
 
@@ -365,7 +365,7 @@ def test_readme_onnx_paragraph_is_the_check_and_the_committed_measurements():
 
     results = {}
     for epochs in ("15ep", "2ep"):
-        (path,) = (ROOT / "benchmarks" / "results").glob(f"onnx-agreement-digits-{epochs}-*.json")
+        (path,) = (ROOT / "studies" / "results" / "onnx-agreement").glob(f"onnx-agreement-digits-{epochs}-*.json")
         results[epochs] = json.loads(path.read_text())
     runs = [run[setting] for run in results.values() for setting in ("optimizations_off", "optimizations_on")]
     assert {(run["images"], run["top1_agreement"]) for run in runs} == {(397, 397)}

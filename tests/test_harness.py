@@ -198,7 +198,7 @@ def test_ablation_variants_can_be_any_launcher_flags():
 def test_late_epoch_study_tabulates_recipe_options_with_the_batchnorm_control(ablation_root, tmp_path):
     root = ablation_root
     out = tmp_path / "results"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.late_epoch", str(root), "--baseline", "baseline",
+    result = subprocess.run([sys.executable, "-m", "studies.late_epoch", str(root), "--baseline", "baseline",
                              "--out", str(out)], capture_output=True, text=True, env=ONE_THREAD, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     study = json.loads((out / "late-epoch.json").read_text())["settings"]["digits1"]["variants"]
@@ -214,6 +214,6 @@ def test_late_epoch_study_tabulates_recipe_options_with_the_batchnorm_control(ab
     markdown = (out / "late-epoch.md").read_text()
     assert "| digits1 | tcap1 | 2 |" in markdown and "## Diagnostics, last epochs — digits1, baseline" in markdown
     assert (out / "digits1-ablations_curves.png").stat().st_size > 0
-    empty = subprocess.run([sys.executable, "-m", "benchmarks.late_epoch", str(tmp_path / "nothing"), "--out",
+    empty = subprocess.run([sys.executable, "-m", "studies.late_epoch", str(tmp_path / "nothing"), "--out",
                             str(out)], capture_output=True, text=True, env=ONE_THREAD, cwd=ROOT, timeout=120)
     assert empty.returncode == 2 and "holds no finished ablation run" in empty.stderr

@@ -101,7 +101,7 @@ def test_one_process_trains_runs_of_different_precisions(tmp_path):
 
 @pytest.mark.slow  # native CPU bf16 convolutions are slow here (no bf16 instructions)
 def test_precision_emulation_benchmark_reports_agreement_and_speed(tmp_path):
-    from benchmarks import precision_emulation
+    from studies import precision_emulation
 
     assert precision_emulation.main(["--batch-size", "2", "--rounds", "1", "--steps", "1", "--out", str(tmp_path)]) == 0
     (written,) = tmp_path.glob("precision-emulation-resnet20-*.json")

@@ -1,13 +1,14 @@
 """CPU bf16 autocast: its own convolutions against the Trainer's emulation of them, and fp32, in one run.
 
-    python -m benchmarks.precision_emulation                    # resnet20, batch 32, 32×32
-    python -m benchmarks.precision_emulation --batch-size 64 --rounds 5
+    python -m studies.precision_emulation                    # resnet20, batch 32, 32×32
+    python -m studies.precision_emulation --batch-size 64 --rounds 5
 
 On a CPU without bf16 instructions, CPU autocast's bf16 convolutions take a slow reference kernel; the Trainer then
 emulates them (`sdbnn/engine/precision.py`). This measures, on one model and one batch: the training-step speed of
-fp32, native CPU bf16 autocast and emulated bf16 autocast (interleaved rounds, medians, ratios to fp32), and how far
-the emulation's logits and gradients are from native bf16's (and, for scale, how far bf16's are from fp32's).
-Writes ``precision-emulation-<model>-<date>.{json,md}`` to ``--out``.
+fp32, native CPU bf16 autocast and emulated bf16 autocast (interleaved rounds; medians, and each mode against fp32
+as the median of the rounds' ratios), and how far the emulation's logits and gradients are from native bf16's (and,
+for scale, how far bf16's are from fp32's). Writes ``precision-emulation-<model>-<date>.{json,md}`` to ``--out``
+(default ``studies/results/precision``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import torch.nn.functional as F
 import sdbnn
 from sdbnn import provenance
 from sdbnn.engine.precision import emulated_bf16_convolutions, native_bf16_convolutions
-from benchmarks.common import model_step_command, model_step_parser, write_named_results
+from benchmarks.common import interleaved_rounds, median_ratio, write_named_results
+from studies.common import model_step_command, model_step_parser
 
 MODES = ("fp32", "bf16_native", "bf16_emulated")
 
@@ -57,13 +59,15 @@ def run(model_name: str, batch_size: int, rounds: int, steps: int, seed: int = 0
     images = torch.randn(batch_size, 3, 32, 32)
     labels = torch.randint(0, 10, (batch_size,))
     outputs = {mode: forward_backward(model, images, labels, mode) for mode in MODES}  # also the warm-up
-    rates = {mode: [] for mode in MODES}
-    for _ in range(rounds):
-        for mode in MODES:
-            started = time.perf_counter()
-            for _ in range(steps):
-                forward_backward(model, images, labels, mode)
-            rates[mode].append(steps * batch_size / (time.perf_counter() - started))
+
+    def rate(mode: str, _round: int) -> dict:
+        started = time.perf_counter()
+        for _ in range(steps):
+            forward_backward(model, images, labels, mode)
+        return {"images_per_s": steps * batch_size / (time.perf_counter() - started)}
+
+    per_round = interleaved_rounds(rate, MODES, rounds)
+    rates = {mode: [measured["images_per_s"] for measured in per_round[mode]] for mode in MODES}
     medians = {mode: statistics.median(values) for mode, values in rates.items()}
     (fp32_logits, fp32_grads), (native_logits, native_grads), (emulated_logits, emulated_grads) = (
         outputs[mode] for mode in MODES)
@@ -71,7 +75,7 @@ def run(model_name: str, batch_size: int, rounds: int, steps: int, seed: int = 0
         "benchmark": "precision_emulation", "model": model_name, "batch_size": batch_size, "rounds": rounds,
         "steps_per_round": steps, "native_bf16_convolutions": native_bf16_convolutions(torch.device("cpu")),
         "images_per_s": rates, "median_images_per_s": medians,
-        "speed_vs_fp32": {mode: medians[mode] / medians["fp32"] for mode in MODES},
+        "speed_vs_fp32": {mode: median_ratio(per_round, mode, "fp32", "images_per_s")[1] for mode in MODES},
         "emulated_vs_native": {
             "logits_bit_identical": torch.equal(emulated_logits, native_logits),
             "logits_max_abs_difference": (emulated_logits - native_logits).abs().max().item(),
@@ -109,8 +113,8 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    prog = "python -m benchmarks.precision_emulation"
-    args = model_step_parser(prog, __doc__, batch_size=32, steps=2).parse_args(argv)
+    prog = "python -m studies.precision_emulation"
+    args = model_step_parser(prog, __doc__, batch_size=32, steps=2, out="precision").parse_args(argv)
     result = run(args.model, args.batch_size, args.rounds, args.steps)
     result["command"] = model_step_command(prog, args)
     text = markdown(result)

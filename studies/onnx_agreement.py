@@ -1,13 +1,13 @@
 """ONNX against PyTorch on a trained model's whole held-out set: the numbers the README's ONNX paragraph quotes.
 
-    python -m benchmarks.onnx_agreement --out benchmarks/results            # trains the demo's digits run first
-    python -m benchmarks.onnx_agreement --run runs/my_run --out /tmp/onnx   # a finished run whose data is here
+    python -m studies.onnx_agreement                        # trains the demo's digits run first
+    python -m studies.onnx_agreement --run runs/my_run --out /tmp/onnx   # a finished run whose data is here
 
 Without --run it trains ResNet-20 on the bundled digits with the demo's recipe (launch/demo.sh: 15 epochs, batch 64,
 --t-cap 1; seed 0, one thread) into a scratch folder. It exports the run as ``python -m sdbnn.export --format onnx``
 does and runs `sdbnn.deploy.onnx_export.agreement` on every held-out image, with onnxruntime's graph optimisations
 off (what the export command checks) and on (onnxruntime's default). Writes
-onnx-agreement-<dataset>-<epochs>ep-<device>-<date>.{json,md}.
+onnx-agreement-<dataset>-<epochs>ep-<device>-<date>.{json,md} to ``--out`` (default ``studies/results/onnx-agreement``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import environment, write_results
+from studies.common import RESULTS
 
 DEMO_FLAGS = ["--model", "resnet20", "--dataset", "digits", "--batch-size", "64", "--t-cap", "1"]
 
@@ -85,13 +86,13 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.onnx_agreement", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m studies.onnx_agreement", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="a finished run directory (default: train the demo's digits run)")
     parser.add_argument("--epochs", type=int, default=15, help="epochs of the digits run trained without --run")
     parser.add_argument("--seed", type=int, default=0, help="seed of the digits run trained without --run")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: the run is reproducible)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON and markdown")
+    parser.add_argument("--out", type=Path, default=RESULTS / "onnx-agreement", help="folder for the JSON and markdown")
     args = parser.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")
     torch.set_num_threads(args.threads)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    command = " ".join(["python -m benchmarks.onnx_agreement", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m studies.onnx_agreement", *(sys.argv[1:] if argv is None else argv)])
     result = {**environment(torch.device("cpu")), "command": command, **measured}
     run = result["run"]
     path = write_results(args.out, f"onnx-agreement-{run['dataset']}-{run['epochs']}ep", result, markdown(result))

@@ -1,13 +1,13 @@
 """CPU training step: the fused-op path (what CPU training runs) against the `reference` backend, in one run.
 
-    python -m benchmarks.cpu_step                                   # resnet20, batch 128, fp32, eager, NCHW
-    python -m benchmarks.cpu_step --model vgg_small --batch-size 64 --rounds 5
+    python -m studies.cpu_step                                   # resnet20, batch 128, fp32, eager, NCHW
+    python -m studies.cpu_step --model vgg_small --batch-size 64 --rounds 5
 
 The official SD-BNN code is not part of this project; its math is the `reference` backend's (plain autograd), so that
 backend is the in-run baseline. Each round measures both paths back to back, in alternating order (a machine's load
 drifts; neighbours share it), and the headline is the median over rounds of each round's ratio, of wall clock and of
 this process's CPU time (which other processes' load disturbs less). Writes ``cpu-step-<model>-<date>.{json,md}`` to
-``--out``.
+``--out`` (default ``studies/results/cpu-step``).
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ import torch.nn.functional as F
 
 import sdbnn
 from sdbnn import provenance
-from benchmarks.common import model_step_command, model_step_parser, write_named_results
+from benchmarks.common import interleaved_rounds, median_ratio, write_named_results
+from studies.common import model_step_command, model_step_parser
 
 PATHS = ("ops", "reference")
 
 
-def measure(model: torch.nn.Module, optimizer, images, labels, backend: str, steps: int) -> tuple[float, float]:
+def measure(model: torch.nn.Module, optimizer, images, labels, backend: str, steps: int) -> dict:
     """Images per second of ``steps`` optimizer steps (forward, backward, SGD) after two warm-up steps: per second
     of wall clock, and per second of this process's CPU time (which another process's load disturbs less)."""
     def step():
@@ -43,7 +44,8 @@ def measure(model: torch.nn.Module, optimizer, images, labels, backend: str, ste
         for _ in range(steps):
             step()
         images_done = steps * len(images)
-        return images_done / (time.perf_counter() - started), images_done / (time.process_time() - cpu_started)
+        return {"wall": images_done / (time.perf_counter() - started),
+                "cpu": images_done / (time.process_time() - cpu_started)}
 
 
 def run(model_name: str, batch_size: int, rounds: int, steps: int, seed: int = 0) -> dict:
@@ -53,26 +55,23 @@ def run(model_name: str, batch_size: int, rounds: int, steps: int, seed: int = 0
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     images = torch.randn(batch_size, 3, 32, 32)
     labels = torch.randint(0, 10, (batch_size,))
-    rates = {path: [] for path in PATHS}
-    cpu_rates = {path: [] for path in PATHS}
     load_before = os.getloadavg()[0]
-    for round_index in range(rounds):
-        for path in PATHS if round_index % 2 == 0 else PATHS[::-1]:
-            wall, cpu = measure(model, optimizer, images, labels, path, steps)
-            rates[path].append(wall)
-            cpu_rates[path].append(cpu)
-    ratios = [fused / baseline for fused, baseline in zip(rates["ops"], rates["reference"])]
-    cpu_ratios = [fused / baseline for fused, baseline in zip(cpu_rates["ops"], cpu_rates["reference"])]
+    per_round = interleaved_rounds(lambda path, _: measure(model, optimizer, images, labels, path, steps), PATHS,
+                                   rounds)
+    rates = {path: [measured["wall"] for measured in per_round[path]] for path in PATHS}
+    cpu_rates = {path: [measured["cpu"] for measured in per_round[path]] for path in PATHS}
+    ratios, ratio = median_ratio(per_round, "ops", "reference", "wall")
+    cpu_ratios, cpu_ratio = median_ratio(per_round, "ops", "reference", "cpu")
     return {
         "benchmark": "cpu_step",
         "model": model_name, "batch_size": batch_size, "rounds": rounds, "steps_per_round": steps,
         "precision": "fp32", "layout": "NCHW", "compiled": False,
         "images_per_s": rates, "median_images_per_s": {path: statistics.median(v) for path, v in rates.items()},
-        "fused_over_reference_per_round": ratios, "fused_over_reference": statistics.median(ratios),
+        "fused_over_reference_per_round": ratios, "fused_over_reference": ratio,
         "images_per_cpu_s": cpu_rates,
         "median_images_per_cpu_s": {path: statistics.median(v) for path, v in cpu_rates.items()},
         "fused_over_reference_cpu_time_per_round": cpu_ratios,
-        "fused_over_reference_cpu_time": statistics.median(cpu_ratios),
+        "fused_over_reference_cpu_time": cpu_ratio,
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "date": datetime.date.today().isoformat(), "environment": provenance.environment(),
     }
@@ -106,8 +105,8 @@ def markdown(result: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    prog = "python -m benchmarks.cpu_step"
-    args = model_step_parser(prog, __doc__, batch_size=128, steps=8).parse_args(argv)
+    prog = "python -m studies.cpu_step"
+    args = model_step_parser(prog, __doc__, batch_size=128, steps=8, out="cpu-step").parse_args(argv)
     result = run(args.model, args.batch_size, args.rounds, args.steps)
     result["command"] = command = model_step_command(prog, args)
     text = markdown(result, command)

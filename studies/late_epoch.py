@@ -11,8 +11,8 @@ paper's recipe and a fix; this script adds what the ablation table alone cannot 
 - for roots trained with ``--diagnostics``: the last epochs' gradient norm, weight sign flips, train- vs eval-mode
   top-1 on one held-out batch and the BatchNorm gap, mean over seeds.
 
-    python -m benchmarks.late_epoch runs/study/digits15 runs/study/digits30 runs/study/mnist15 \\
-        --out benchmarks/results/late-epoch
+    python -m studies.late_epoch runs/study/digits15 runs/study/digits30 runs/study/mnist15 \\
+        --out studies/results/late-epoch
 
 Writes ``late-epoch.{json,md}`` and copies each root's ``ablations.md`` and plots as ``<root name>-*``.
 """
@@ -139,7 +139,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.late_epoch", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m studies.late_epoch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("roots", nargs="+", type=Path, help="ablation output directories, one per setting")
     parser.add_argument("--baseline", default="paper", help="the variant the others are compared with")
