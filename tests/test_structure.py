@@ -1,4 +1,5 @@
-"""The shape of the code base: no import cycle inside sdbnn, no sys.path edits, no module over 500 lines."""
+"""The shape of the code base: imports point down the layers of docs/architecture.md §Layers, no import cycle anywhere,
+no sys.path edits, no module over 500 lines."""
 
 import ast
 import gc
@@ -33,16 +34,26 @@ def python_files() -> list:
     )
 
 
+def modules_under(folder: str, package: str) -> dict:
+    """{module name: path} of every module in ``folder``, named as ``package`` (``python -m`` names them so)."""
+    modules = {}
+    for path in (ROOT / folder).rglob("*.py"):
+        parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join([package, *parts])] = path
+    return modules
+
+
 def package_modules() -> dict:
     """{module name: path} of every module of the installed package, kernels/ and pipelines/ included."""
-    modules = {}
-    for folder, package in NAMESPACED.items():
-        for path in (ROOT / folder).rglob("*.py"):
-            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
-            if parts[-1] == "__init__":
-                parts.pop()
-            modules[".".join([package, *parts])] = path
-    return modules
+    return {name: path for folder, package in NAMESPACED.items() for name, path in modules_under(folder, package).items()}
+
+
+def repository_modules() -> dict:
+    """The package's modules, the launchers, the benchmarks and the studies."""
+    return {**package_modules(), **{name: path for folder in ("launch", "benchmarks", "studies")
+                                    for name, path in modules_under(folder, folder).items()}}
 
 
 def test_every_package_folder_is_installed():
@@ -104,13 +115,73 @@ def import_cycles(graph: dict) -> list:
     return cycles
 
 
-def test_no_import_cycle_inside_the_package():
-    modules = package_modules()
-    assert {"sdbnn.deploy.cost", "sdbnn.kernels.act_sign", "sdbnn.pipelines.loaders"} <= set(modules)
-    graph = {name: imported_modules(name, path, set(modules)) for name, path in modules.items()}
+def import_graph() -> dict:
+    modules = repository_modules()
+    return {name: imported_modules(name, path, set(modules)) for name, path in modules.items()}
+
+
+def test_no_import_cycle_anywhere():
+    graph = import_graph()
+    assert {"sdbnn.deploy.cost", "sdbnn.kernels.act_sign", "sdbnn.pipelines.loaders", "launch.cifar",
+            "benchmarks.gpu_session.plan", "studies.late_epoch"} <= set(graph)
     assert "sdbnn.deploy.inference" in graph["sdbnn.deploy.packed"]  # the parser sees the imports it must
     assert "sdbnn.reference" in graph["sdbnn.kernels.surrogates"]
     assert import_cycles(graph) == []
+
+
+# docs/architecture.md §Layers, bottom first: a module imports from its own layer and the layers below it. Two sit
+# beside the stack: "beside" (files, checkpoints, provenance), which any layer may use and which uses no other, and
+# "pipelines" (data), which uses only "beside" and is used from engine/deploy up.
+STACK = ["reference", "kernels", "ops", "layers", "models", "engine/deploy", "launchers", "benchmarks", "studies"]
+LAYER_OF = {  # module name or prefix -> layer; the longest match decides
+    "sdbnn.io": "beside", "sdbnn.checkpoints": "beside", "sdbnn.provenance": "beside",
+    "sdbnn.reference": "reference",
+    "sdbnn.kernels": "kernels",
+    "sdbnn.ops": "ops", "sdbnn.testing": "ops",  # the kernel-vs-reference checks the tests and the GPU session share
+    "sdbnn.layers": "layers",
+    "sdbnn": "models", "sdbnn.models": "models", "sdbnn.official": "models",  # `sdbnn` re-exports models and below
+    "sdbnn.engine": "engine/deploy", "sdbnn.deploy": "engine/deploy", "sdbnn.summary": "engine/deploy",
+    "sdbnn.export": "engine/deploy",
+    "sdbnn.pipelines": "pipelines",
+    "launch": "launchers", "benchmarks": "benchmarks", "studies": "studies",
+}
+
+
+def layer_of(module: str) -> str:
+    prefixes = [prefix for prefix in LAYER_OF if module == prefix or module.startswith(prefix + ".")]
+    assert prefixes, f"{module} belongs to no layer: add it to LAYER_OF (and to docs/architecture.md §Layers)"
+    return LAYER_OF[max(prefixes, key=len)]
+
+
+def may_import(importer: str, imported: str) -> bool:
+    """Whether a module of layer ``importer`` may import one of layer ``imported``."""
+    if importer == imported or imported == "beside":
+        return True
+    if "beside" in (importer, imported) or importer == "pipelines":
+        return False
+    if imported == "pipelines":
+        return STACK.index(importer) >= STACK.index("engine/deploy")
+    return STACK.index(imported) < STACK.index(importer)
+
+
+def upward_imports(graph: dict) -> list[str]:
+    return sorted(f"{name} ({layer_of(name)}) imports {target} ({layer_of(target)})" for name, targets in graph.items()
+                  for target in targets if not may_import(layer_of(name), layer_of(target)))
+
+
+def test_imports_point_down_the_layers():
+    assert upward_imports(import_graph()) == []
+    # the rule itself: the package never imports benchmarks or studies, benchmarks never import studies
+    assert upward_imports({"sdbnn.ops": {"sdbnn.layers"}, "sdbnn.engine.trainer": {"benchmarks.common"},
+                           "benchmarks.kernels": {"studies.cpu_step"}, "sdbnn.pipelines.loaders": {"sdbnn.ops"},
+                           "sdbnn.reference": {"sdbnn.pipelines"}, "studies.cpu_step": {"benchmarks.common"},
+                           "launch.cifar": {"sdbnn.engine.cli"}, "sdbnn.engine.config": {"sdbnn.pipelines.loaders"},
+                           "sdbnn.kernels.tiles": {"sdbnn.io"}}) == [
+        "benchmarks.kernels (benchmarks) imports studies.cpu_step (studies)",
+        "sdbnn.engine.trainer (engine/deploy) imports benchmarks.common (benchmarks)",
+        "sdbnn.ops (ops) imports sdbnn.layers (layers)",
+        "sdbnn.pipelines.loaders (pipelines) imports sdbnn.ops (ops)",
+        "sdbnn.reference (reference) imports sdbnn.pipelines (pipelines)"]
 
 
 def test_cycle_finder_finds_lazy_and_relative_imports(tmp_path):
