@@ -124,6 +124,12 @@ def _backward_channels_last_kernel(
         tl.store(partial_ptr + (split * B + b) * C + channels, dshift, mask=channel_mask)
 
 
+def interpreted() -> bool:
+    """Whether these kernels were defined for Triton's interpreter (TRITON_INTERPRET=1 at import) and so run on CPU
+    tensors, rather than compiled for a GPU."""
+    return not isinstance(_forward_kernel, triton.runtime.JITFunction)
+
+
 def _check(x: torch.Tensor, shift: torch.Tensor | None) -> None:
     if x.dim() != 4:
         raise ValueError(f"act_sign expects x of shape (batch, channels, height, width), got {tuple(x.shape)}")

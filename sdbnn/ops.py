@@ -11,45 +11,53 @@ copies them (a copy would synchronise the host and break CUDA-graph capture).
 Under autocast, `weight_sign` returns the dtype the convolution will use (its ``out_dtype`` argument), so no cast
 kernel runs per layer; the gradient of an fp32 weight stays fp32. Gradient math runs in fp32, float64 in float64.
 
-Dispatch: CUDA tensors run the Triton kernels in `sdbnn.kernels`; CPU tensors run the reference math (the
-functions of `sdbnn.reference`, in closed form, since autograd cannot run inside an op), or the Triton kernels when
-``TRITON_INTERPRET=1`` so that tests exercise them. Eager CPU calls (not under torch.compile) run that same CPU math
-through plain autograd Functions, without the custom ops' Python dispatch (see "the eager CPU path" below).
-``with sdbnn.backend("reference"):`` bypasses the ops for pure-autograd debugging.
+Three implementations, and one function that picks between them (`implementation`):
+
+- ``"reference"``: `sdbnn.reference`'s autograd on the paper's formulas, the oracle everything is tested against;
+- ``"cpu"``: the CPU math below, the same formulas in closed form inside the custom ops (autograd cannot run inside
+  an op); what CPU training runs;
+- ``"triton"``: the kernels of `sdbnn.kernels`, compiled on CUDA, interpreted on CPU (for tests).
+
+The choice follows the tensor's device and one setting, ``with sdbnn.backend(name):`` — ``"ops"`` (the default: the
+custom ops, running Triton on CUDA and the CPU math on CPU), ``"triton"`` (the custom ops running the Triton kernels on
+every device: on CPU that needs ``TRITON_INTERPRET=1`` set before sdbnn is imported, since Triton decides
+interpreter or compiler when a kernel is defined) or ``"reference"`` (no custom ops: the oracle's autograd).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from sdbnn import reference
 from sdbnn.kernels.layouts import is_dense, output_like
 
-BACKENDS = ("ops", "reference")
+BACKENDS = ("ops", "triton", "reference")  # the settings of `backend`
+IMPLEMENTATIONS = ("reference", "cpu", "triton")  # what `implementation` returns
 _AUTOCAST_DEVICE_TYPES = ("cuda", "cpu")  # where the ops run; meta tensors (fakes, lazy init) have no autocast state
 _backend = "ops"
 
-try:  # triton ships with CUDA builds of torch; CPU-only installs run the reference math
+try:  # triton ships with CUDA builds of torch; CPU-only installs run the CPU math
     from sdbnn.kernels import act_sign as _act_kernels
     from sdbnn.kernels import weight_sign as _weight_kernels
 except ImportError:  # pragma: no cover - depends on the install
     _act_kernels = _weight_kernels = None
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-
 
 @contextlib.contextmanager
 def backend(name: str) -> Iterator[None]:
-    """Choose how SD convs compute sign: "ops" (fused custom ops, the default) or "reference" (eager autograd)."""
+    """Choose how SD convs compute sign: "ops" (the default: the fused custom ops, Triton on CUDA and the CPU math
+    on CPU), "triton" (the custom ops on the Triton kernels everywhere: interpreted on CPU, for tests) or
+    "reference" (the eager autograd oracle, for debugging)."""
     global _backend
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "triton" and not kernels_available(on_cpu=True):
+        raise RuntimeError("backend 'triton' on CPU runs the kernels in Triton's interpreter: set TRITON_INTERPRET=1 "
+                           "before sdbnn is imported (Triton decides when a kernel is defined)")
     previous, _backend = _backend, name
     try:
         yield
@@ -61,11 +69,20 @@ def current_backend() -> str:
     return _backend
 
 
-def uses_triton(tensor: Tensor) -> bool:
-    """Whether the ops run Triton kernels for this tensor (CUDA, or CPU under TRITON_INTERPRET=1)."""
+def kernels_available(on_cpu: bool = False) -> bool:
+    """Whether the Triton kernels can run: imported, and for CPU tensors defined for the interpreter."""
     if _act_kernels is None:
         return False
-    return tensor.is_cuda or (_INTERPRET and tensor.device.type == "cpu")
+    return not on_cpu or _act_kernels.interpreted()
+
+
+def implementation(tensor: Tensor) -> str:
+    """The one place that picks an implementation (one of `IMPLEMENTATIONS`) for an op on ``tensor``."""
+    if _backend == "reference":
+        return "reference"
+    if _act_kernels is not None and (tensor.is_cuda or _backend == "triton"):
+        return "triton"
+    return "cpu"
 
 
 def _empty_if_none(gradient: Tensor | None, like: Tensor) -> Tensor:
@@ -100,8 +117,8 @@ def _register_autograd(forward_op, backward_op) -> None:
 
 
 # --- CPU math --------------------------------------------------------------------------------------------------
-# What the ops compute on CPU without Triton: the reference math in closed form (autograd cannot run inside an op).
-# The custom ops' CPU kernels and the eager CPU path (`_EagerActSign`, `_EagerWeightSign`) both run these functions.
+# What the custom ops compute on CPU: the paper's formulas in closed form (autograd cannot run inside an op), with
+# one EDE formula of its own (`_ede_grad`), tested against the reference's autograd in tests/test_cpu_path.py.
 
 
 def _shifted_activation(x: Tensor, shift: Tensor | None) -> Tensor:
@@ -119,33 +136,27 @@ def _act_sign_cpu(x: Tensor, shift: Tensor | None) -> Tensor:
 
 
 def _act_sign_grad_cpu(
-    grad: Tensor, x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor, surrogate: str, signs: Tensor | None = None
+    grad: Tensor, x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor, surrogate: str
 ) -> tuple[Tensor, Tensor | None]:
-    """(dx in x's dtype and layout, d(shift) or None). ``signs``: the forward's output, when the caller kept it."""
+    """(dx in x's dtype and layout, d(shift) or None)."""
     shifted = _shifted_activation(x, shift)
     if surrogate == "ede":  # with a shift, `shifted` is a fresh buffer: the EDE passes overwrite it
-        dx = _ede_grad(grad, shifted, k, t, signs, in_place=shift is not None)
+        dx = _ede_grad(grad, shifted, k, t, in_place=shift is not None)
     else:
         dx = grad.to(shifted.dtype) * reference.surrogate_derivative(shifted, surrogate, k, t)
     dshift = None if shift is None else dx.sum(dim=(2, 3)).to(shift.dtype)
     return _in_layout_of(dx, x), dshift
 
 
-def _ede_grad(grad: Tensor, shifted: Tensor, k: Tensor, t: Tensor, signs: Tensor | None, in_place: bool) -> Tensor:
+def _ede_grad(grad: Tensor, shifted: Tensor, k: Tensor, t: Tensor, in_place: bool) -> Tensor:
     """grad · k·t·(1 − tanh²(t·v)) for v = ``shifted`` (math dtype; overwritten when ``in_place``), the CPU training
-    hot spot, as grad · 4k·t·σ(−2t|v|)·(1 − σ(−2t|v|)) in four or five passes over one buffer: on CPU, sigmoid is ~3×
-    faster than tanh, and the formula written out allocates and sweeps memory twice as often. σ(1 − σ) is the same
-    for ±v, and on the side σ ≤ ½ it has no cancellation in the tails. Given the forward's ``signs``, −2t|v| is
-    −2t·v·sign(v) in one pass, bit for bit the same as |v| then × (−2t)."""
+    hot spot, as grad · 4k·t·σ(−2t|v|)·(1 − σ(−2t|v|)) in five passes over one buffer: on CPU, sigmoid is ~3× faster
+    than tanh, and the formula written out allocates and sweeps memory twice as often. σ(1 − σ) is the same for ±v,
+    and on the side σ ≤ ½ it has no cancellation in the tails."""
     # k and t rounded to the math dtype, then Python floats: their products are exact in double, so each scalar
     # rounds once to the math dtype in the kernel, as a product of 0-dim tensors would (without their dispatch)
     k, t = k.to(shifted.dtype).item(), t.to(shifted.dtype).item()
-    out = shifted if in_place else None
-    if signs is None:
-        gate = torch.abs(shifted, out=out).mul_(-2 * t)
-    else:
-        gate = torch.addcmul(_ZERO, shifted, signs, value=-2 * t, out=out)
-    gate.sigmoid_()
+    gate = torch.abs(shifted, out=shifted if in_place else None).mul_(-2 * t).sigmoid_()
     torch.addcmul(gate, gate, gate, value=-1.0, out=gate)  # σ − σ² = σ(1 − σ)
     return torch.addcmul(_ZERO, gate, grad, value=4 * k * t, out=gate)  # 4k·t·σ(1 − σ)·grad
 
@@ -173,12 +184,11 @@ def _weight_sign_cpu(w: Tensor, shifted: Tensor, out_dtype: torch.dtype | None) 
 
 
 def _weight_sign_grad_cpu(
-    grad: Tensor, w: Tensor, alpha: Tensor | None, shifted: Tensor, k: Tensor, t: Tensor, surrogate: str,
-    signs: Tensor | None = None,
+    grad: Tensor, w: Tensor, alpha: Tensor | None, shifted: Tensor, k: Tensor, t: Tensor, surrogate: str
 ) -> tuple[Tensor, Tensor | None]:
     """(dW in w's dtype and layout, d(alpha) or None) for W' = ``shifted`` (not overwritten)."""
     if surrogate == "ede":
-        dw = _ede_grad(grad, shifted, k, t, signs, in_place=False)
+        dw = _ede_grad(grad, shifted, k, t, in_place=False)
     else:
         dw = grad.to(shifted.dtype) * reference.surrogate_derivative(shifted, surrogate, k, t)
     dalpha = None if alpha is None else reference.wsd_alpha_grad(w.to(dw.dtype), alpha.to(dw.dtype), dw).to(alpha.dtype)
@@ -191,7 +201,7 @@ def _weight_sign_grad_cpu(
 @torch.library.custom_op("sdbnn::act_sign", mutates_args=())
 def _act_sign(x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor, surrogate: str) -> Tensor:
     reference.check_surrogate(surrogate)
-    if uses_triton(x):
+    if implementation(x) == "triton":
         return _act_kernels.forward(x, shift)
     return _act_sign_cpu(x, shift)
 
@@ -203,7 +213,7 @@ _act_sign.register_fake(_forward_fake)
 def _act_sign_backward(
     grad: Tensor, x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor, surrogate: str
 ) -> tuple[Tensor, Tensor]:
-    if uses_triton(x):
+    if implementation(x) == "triton":
         dx, dshift = _act_kernels.backward(grad, x, shift, k, t, surrogate)
     else:
         dx, dshift = _act_sign_grad_cpu(grad, x, shift, k, t, surrogate)
@@ -220,7 +230,7 @@ def _weight_sign(
 ) -> Tensor:
     """``out_dtype``: the output's dtype (default w's): autocast's, so the convolution needs no cast of its own."""
     reference.check_surrogate(surrogate)
-    if uses_triton(w):
+    if implementation(w) == "triton":
         return _weight_kernels.forward(w, alpha, out_dtype)
     return _weight_sign_cpu(w, _shifted_weight(w, alpha), out_dtype)
 
@@ -232,7 +242,7 @@ _weight_sign.register_fake(_forward_fake)
 def _weight_sign_backward(
     grad: Tensor, w: Tensor, alpha: Tensor | None, k: Tensor, t: Tensor, surrogate: str
 ) -> tuple[Tensor, Tensor]:
-    if uses_triton(w):
+    if implementation(w) == "triton":
         dw, dalpha = _weight_kernels.backward(grad, w, alpha, k, t, surrogate)
     else:
         dw, dalpha = _weight_sign_grad_cpu(grad, w, alpha, _shifted_weight(w, alpha), k, t, surrogate)
@@ -243,63 +253,13 @@ _weight_sign_backward.register_fake(_backward_fake)
 _register_autograd(_weight_sign, torch.ops.sdbnn.weight_sign_backward)
 
 
-# --- the eager CPU path ---------------------------------------------------------------------------------------
-# A custom op called from Python pays for its Python dispatch (autograd wrapper, redispatch, a dynamo-disable guard,
-# output checks): on this project's CPU a tiny act_sign forward+backward costs ~0.40 ms of CPU through the op and
-# ~0.25 ms through a Function (weight_sign, which recomputes W' in its backward op, ~0.60 vs ~0.38 ms; the reference
-# backend ~0.23 and ~0.35 ms), and ResNet-20 makes 36 such calls a step. So eager CPU training (no Triton, not
-# compiling) runs the same CPU math through plain autograd Functions, which also keep what the backward can reuse:
-# the sign (|v| = v·sign(v)) and W'.
-
-
-def _eager_cpu(tensor: Tensor) -> bool:
-    return tensor.device.type == "cpu" and not uses_triton(tensor) and not torch.compiler.is_compiling()
-
-
-class _EagerActSign(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, shift, k, t, surrogate):
-        reference.check_surrogate(surrogate)
-        signs = _act_sign_cpu(x, shift)
-        ctx.save_for_backward(x, shift, k, t, signs)
-        ctx.surrogate = surrogate
-        return signs
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, shift, k, t, signs = ctx.saved_tensors
-        dx, dshift = _act_sign_grad_cpu(grad, x, shift, k, t, ctx.surrogate, signs)
-        return dx, dshift, None, None, None
-
-
-class _EagerWeightSign(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w, alpha, k, t, surrogate):
-        reference.check_surrogate(surrogate)
-        shifted = _shifted_weight(w, alpha)
-        signs = _weight_sign_cpu(w, shifted, None)
-        ctx.save_for_backward(w, alpha, k, t, shifted, signs)
-        ctx.surrogate = surrogate
-        return signs
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        w, alpha, k, t, shifted, signs = ctx.saved_tensors
-        dw, dalpha = _weight_sign_grad_cpu(grad, w, alpha, shifted, k, t, ctx.surrogate, signs)
-        return dw, dalpha, None, None, None
-
-
 # --- what layers call ----------------------------------------------------------------------------------------
 
 
 def act_sign(x: Tensor, shift: Tensor | None, k: Tensor, t: Tensor, surrogate: str) -> Tensor:
     """sign(x + shift[b, c]) with the surrogate gradient, by the current backend."""
-    if _backend == "reference":
+    if implementation(x) == "reference":
         return reference.act_sign(x, shift, k, t, surrogate)
-    if _eager_cpu(x):
-        return _EagerActSign.apply(x, shift, k, t, surrogate)
     return torch.ops.sdbnn.act_sign(x, shift, k, t, surrogate)
 
 
@@ -312,12 +272,9 @@ def weight_sign(
     anyway: ±1 and 0 are exact in every float type), so no cast kernel runs per layer, forward or backward.
     Per-channel scales (ablations only) are not fused: they run the reference math on either backend.
     """
-    if _backend == "reference" or scale != "none":
+    if implementation(w) == "reference" or scale != "none":
         return reference.weight_sign(w, alpha, k, t, surrogate, scale)
-    out_dtype = autocast_dtype(w)
-    if out_dtype is None and _eager_cpu(w):  # under autocast the op returns autocast's dtype without a cast kernel
-        return _EagerWeightSign.apply(w, alpha, k, t, surrogate)
-    return torch.ops.sdbnn.weight_sign(w, alpha, k, t, surrogate, out_dtype)
+    return torch.ops.sdbnn.weight_sign(w, alpha, k, t, surrogate, autocast_dtype(w))
 
 
 def autocast_dtype(tensor: Tensor) -> torch.dtype | None:

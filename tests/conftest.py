@@ -6,7 +6,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "optional(*modules): needs these optional modules: skipped without them, failed "
                             "instead when SDBNN_REQUIRE_OPTIONAL lists them (CI; see tests/helpers.require_optional)")
     # Triton picks interpreter or compiler when a kernel is defined, so this is decided before sdbnn is imported:
-    # CPU tests run the kernels interpreted; a `-m gpu` run compiles them for CUDA (the two cannot share a process).
+    # CPU tests define the kernels for the interpreter (run through `sdbnn.backend("triton")` or the launchers
+    # directly); a `-m gpu` run compiles them for CUDA (the two cannot share a process).
     markexpr = config.getoption("markexpr") or ""
     gpu_run = "gpu" in markexpr and "not gpu" not in markexpr
     if gpu_run:

@@ -36,8 +36,8 @@ def require_optional(module: str, why: str = "") -> None:
 
 
 def cpu_env(**extra: str) -> dict[str, str]:
-    """The environment for a training or benchmark subprocess: without TRITON_INTERPRET (the interpreted kernels
-    are for the kernel tests; training through them is ~40× slower), plus ``extra``."""
+    """The environment for a training or benchmark subprocess: without TRITON_INTERPRET (so its kernels are
+    defined as a GPU run defines them; interpreted, they are for the kernel tests), plus ``extra``."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     return {**env, **extra}
 

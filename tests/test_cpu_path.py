@@ -15,8 +15,9 @@ TOLERANCE = {torch.float32: 2e-6, torch.float64: 1e-13, torch.bfloat16: 1e-2}
 
 
 @pytest.fixture(autouse=True)
-def cpu_math(monkeypatch):
-    monkeypatch.setattr(ops, "_INTERPRET", False)
+def cpu_math():
+    # the default setting runs the CPU math on CPU tensors, interpreter or not
+    assert ops.current_backend() == "ops" and ops.implementation(torch.zeros(1)) == "cpu"
 
 
 def _relative_error(actual, expected):
@@ -83,14 +84,11 @@ def test_strided_views_get_a_dense_gradient():
     torch.testing.assert_close(dx, ref_dx, rtol=2e-6, atol=1e-7)
 
 
-def _run_weight(path, w, alpha, grad, k, t, surrogate):
+def _run_weight(backend, w, alpha, grad, k, t, surrogate):
     w = w.clone().requires_grad_()
     alpha = alpha.clone().requires_grad_() if alpha is not None else None
-    if path == "custom-op":
-        out = torch.ops.sdbnn.weight_sign(w, alpha, k, t, surrogate)
-    else:
-        with sdbnn.backend(path):
-            out = ops.weight_sign(w, alpha, k, t, surrogate)
+    with sdbnn.backend(backend):
+        out = ops.weight_sign(w, alpha, k, t, surrogate)
     out.backward(grad)
     return out, w.grad, alpha.grad if alpha is not None else None
 
@@ -117,41 +115,6 @@ def test_weight_sign_cpu_math_matches_the_reference(dtype, channels_last, with_a
         assert _relative_error(dw, ref_dw) <= TOLERANCE[dtype]
         if with_alpha:
             assert dalpha.dtype == dtype and _relative_error(dalpha, ref_dalpha) <= TOLERANCE[dtype]
-
-
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("surrogate", ["ede", "approx"])
-def test_eager_path_and_custom_ops_agree_bit_for_bit(channels_last, surrogate):
-    # Eager CPU training skips the custom ops' Python dispatch (autograd Functions over the same math, reusing the
-    # forward's sign for |v|); torch.compile and CUDA call the ops. Both must give the same bits.
-    torch.manual_seed(0)
-    x = nonzero_random((3, 8, 5, 7), torch.float32)
-    w = nonzero_random((4, 8, 3, 3), torch.float32, scale=0.3)
-    if channels_last:
-        x, w = (v.contiguous(memory_format=torch.channels_last) for v in (x, w))
-    shift, alpha = torch.rand(3, 8), torch.randn(4)
-    k, t = torch.tensor(1.0), torch.tensor(2.5)
-    for shift_or_none in (shift, None):
-        eager = _run("ops", x, shift_or_none, torch.ones_like(x), k, t, surrogate)
-        assert type(eager[0].grad_fn).__name__ == "_EagerActSignBackward"
-        op = _run_custom_op(x, shift_or_none, torch.ones_like(x), k, t, surrogate)
-        for got, expected in zip(eager, op):
-            assert (got is None and expected is None) or torch.equal(got, expected)
-    for alpha_or_none in (alpha, None):
-        grad = nonzero_random(w.shape, torch.float32)
-        eager = _run_weight("ops", w, alpha_or_none, grad, k, t, surrogate)
-        assert type(eager[0].grad_fn).__name__ == "_EagerWeightSignBackward"
-        op = _run_weight("custom-op", w, alpha_or_none, grad, k, t, surrogate)
-        for got, expected in zip(eager, op):
-            assert (got is None and expected is None) or torch.equal(got, expected)
-
-
-def _run_custom_op(x, shift, grad, k, t, surrogate):
-    x = x.clone().requires_grad_()
-    shift = shift.clone().requires_grad_() if shift is not None else None
-    out = torch.ops.sdbnn.act_sign(x, shift, k, t, surrogate)
-    out.backward(grad)
-    return out, x.grad, shift.grad if shift is not None else None
 
 
 def test_cpu_step_study_reports_the_median_of_per_round_ratios():

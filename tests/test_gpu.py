@@ -15,10 +15,13 @@ from sdbnn.testing import (
     DTYPES,
     EDE_POINTS,
     WEIGHT_CASES,
+    assert_gradients_close,
     check_act_sign_kernel,
     check_weight_sign,
     check_weight_sign_kernel,
+    loss_and_gradients,
     nonzero_random,
+    spread_binary_weights,
 )
 
 pytestmark = pytest.mark.gpu
@@ -31,7 +34,7 @@ LARGE_ACT_SHAPES = [(64, 64, 56, 56), (32, 512, 7, 7), (3, 1000, 1, 1)]
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("shape", ACT_SHAPES + LARGE_ACT_SHAPES, ids=str)
 def test_act_sign_cuda(shape, channels_last, dtype, surrogate):
-    assert ops.uses_triton(torch.empty(1, device="cuda"))
+    assert ops.implementation(torch.empty(1, device="cuda")) == "triton"
     check_act_sign_kernel(shape, channels_last, dtype, surrogate, device="cuda")
 
 
@@ -47,26 +50,16 @@ def test_models_cuda_ops_compiled_match_reference(name, size):
     torch._dynamo.reset()
     model = sdbnn.create_model(name, num_classes=10).cuda()
     sdbnn.set_ede(model, 1.0, 2.5)
-    if name == "resnet18_imagenet":  # see test_compile.py: the official init makes d(alpha) rounding noise
-        for module in model.modules():
-            if isinstance(module, sdbnn.SDConv2d):
-                torch.nn.init.normal_(module.weight, 0.0, 0.05)
+    if name == "resnet18_imagenet":
+        spread_binary_weights(model)
     compiled_model = copy.deepcopy(model)
     compiled = torch.compile(compiled_model, fullgraph=True)
     x = torch.randn(8, 3, size, size, device="cuda").to(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (8,), device="cuda")
-    results = []
-    for module, forward, backend in [(model, model, "reference"), (compiled_model, compiled, "ops")]:
-        module.zero_grad(set_to_none=True)
-        with sdbnn.backend(backend):
-            loss = torch.nn.functional.cross_entropy(forward(x), labels)
-        loss.backward()
-        results.append((loss.item(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}))
-    (reference_loss, reference_grads), (compiled_loss, compiled_grads) = results
+    reference_loss, reference_grads = loss_and_gradients(model, x, labels, backend="reference")
+    compiled_loss, compiled_grads = loss_and_gradients(compiled_model, x, labels, forward=compiled)
     assert abs(compiled_loss - reference_loss) <= 1e-3 * abs(reference_loss)
-    for key, expected in reference_grads.items():
-        error = (compiled_grads[key] - expected).abs().max().item()
-        assert error <= 1e-3 * expected.abs().max().item() + 1e-7, key
+    assert_gradients_close(compiled_grads, reference_grads)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])

@@ -243,10 +243,12 @@ def assert_close_to_largest(actual, expected, what):
     assert error <= RELATIVE_TOLERANCE * scale, f"{what}: max error {error:.3g} against scale {scale:.3g}"
 
 
+# each implementation of the ops: the reference, the CPU math (setting "ops" on CPU) and the interpreted kernels
+_CASE_NAMES = {"reference": "reference", "ops": "cpu-math", "triton": "fused-kernels"}
 OFFICIAL_FUNCTION_CASES = [
-    pytest.param(name, backend, id=f"{name}-{'fused-kernels' if backend == 'ops' else backend}",
-                 marks=[] if backend == "reference" or name in FUSED_PATH_IN_DEFAULT_RUN else [pytest.mark.slow])
-    for name in OFFICIAL_MODELS for backend in ("reference", "ops")
+    pytest.param(name, backend, id=f"{name}-{_CASE_NAMES[backend]}",
+                 marks=[] if backend != "triton" or name in FUSED_PATH_IN_DEFAULT_RUN else [pytest.mark.slow])
+    for name in OFFICIAL_MODELS for backend in _CASE_NAMES
 ]
 
 
@@ -254,7 +256,8 @@ OFFICIAL_FUNCTION_CASES = [
 def test_from_official_computes_the_official_function(name, backend, official_reference):
     """Logits, input gradient and every parameter gradient (norm, sum, first 16 values) of the official code in
     float64, train mode then eval mode (BatchNorm's running statistics from the train pass), at EDE k = 2, t = 0.5:
-    on the reference backend, and on the fused ops running the Triton kernels (interpreted, in float64)."""
+    on the reference backend, and on the fused ops running the CPU math or the Triton kernels (interpreted,
+    in float64)."""
     metadata, tensors = official_reference
     model = sdbnn.from_official(name, recipe_state_dict(name, int(metadata[f"{name}.seed"]))).double()
     sdbnn.set_ede(model, float(metadata["k"]), float(metadata["t"]))
@@ -264,9 +267,8 @@ def test_from_official_computes_the_official_function(name, backend, official_re
         getattr(model, mode)()
         model.zero_grad(set_to_none=True)
         x = tensors[f"{name}.{mode}.input"].clone().requires_grad_()
-        if backend == "ops":
-            assert ops.uses_triton(x), "the fused path must run the Triton kernels (TRITON_INTERPRET=1)"
         with sdbnn.backend(backend):
+            assert ops.implementation(x) == {"ops": "cpu"}.get(backend, backend)
             logits = model(x)
             logits.square().sum().backward()
         expected = {key.removeprefix(f"{name}.{mode}."): value for key, value in tensors.items()

@@ -2,6 +2,8 @@
 
 import contextlib
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ from sdbnn.testing import (
     nonzero_random,
     poisoned_allocations,
 )
+from helpers import cpu_env
 
 
 # float64 runs in float64 (what proves the fused path equal to the official code, tests/test_official.py)
@@ -271,12 +274,13 @@ def test_kernel_mutants_are_caught(name, tmp_path, monkeypatch):
 # --- the op layer ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["triton", "cpu-reference"])
-def op_path(request, monkeypatch):
-    """Both CPU implementations of the ops: interpreted Triton kernels, and the reference math."""
-    monkeypatch.setattr(ops, "_INTERPRET", request.param == "triton")
-    assert ops.uses_triton(torch.zeros(1)) == (request.param == "triton")
-    return request.param
+@pytest.fixture(params=["triton", "ops"])
+def op_path(request):
+    """The custom ops on CPU through each setting that reaches them: "triton" runs the interpreted kernels, "ops"
+    (the default) the CPU math. Returns the setting."""
+    with sdbnn.backend(request.param):
+        assert ops.implementation(torch.zeros(1)) == ("triton" if request.param == "triton" else "cpu")
+        yield request.param
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
@@ -289,7 +293,7 @@ def test_ops_autograd_matches_reference_backend(op_path, channels_last, with_shi
     shift = torch.rand(2, 6) if with_shift else None
     w, alpha = nonzero_random((4, 6, 3, 3), torch.float32, 0.3), torch.randn(4)
     results = {}
-    for backend in ops.BACKENDS:
+    for backend in (op_path, "reference"):
         leaves = [tensor.clone().requires_grad_() if tensor is not None else None for tensor in (x, shift, w, alpha)]
         xl, sl, wl, al = leaves
         with sdbnn.backend(backend):
@@ -300,7 +304,7 @@ def test_ops_autograd_matches_reference_backend(op_path, channels_last, with_shi
         assert a.stride() == x.stride()
     # The reference evaluates the official 1 − tanh² in fp32, which cancels where tanh → 1 (relative error up to
     # ~1e-4 there); the kernels' exp form does not. Per element, both are checked against float64 above.
-    for got, expected in zip(results["ops"], results["reference"]):
+    for got, expected in zip(results[op_path], results["reference"]):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -330,14 +334,26 @@ def test_opcheck(op_path, channels_last):
         torch.library.opcheck(op, args)
 
 
-def test_backend_switch():
-    assert ops.current_backend() == "ops"
+def test_backend_switch_picks_one_implementation_per_device():
+    cpu, meta = torch.zeros(1), torch.empty(1, device="meta")
+    assert ops.current_backend() == "ops" and ops.implementation(cpu) == "cpu"
     with sdbnn.backend("reference"):
-        assert ops.current_backend() == "reference"
-    assert ops.current_backend() == "ops"
+        assert ops.current_backend() == "reference" and ops.implementation(cpu) == "reference"
+    with sdbnn.backend("triton"):  # this process defined the kernels for the interpreter (conftest)
+        assert ops.implementation(cpu) == "triton"
+    assert ops.current_backend() == "ops" and ops.implementation(meta) == "cpu"
+    assert set(ops.BACKENDS) == {"ops", "triton", "reference"} and set(ops.IMPLEMENTATIONS) == {"reference", "cpu", "triton"}
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         with sdbnn.backend("cuda"):
             pass
+
+
+def test_triton_backend_without_the_interpreter_is_a_clear_error():
+    code = ("import sdbnn, pytest\n"
+            "with pytest.raises(RuntimeError, match='TRITON_INTERPRET=1'):\n"
+            "    with sdbnn.backend('triton'):\n"
+            "        pass\n")
+    subprocess.run([sys.executable, "-c", code], env=cpu_env(), check=True, timeout=120)  # cpu_env: no interpreter
 
 
 # --- autocast and float64 -------------------------------------------------------------------------------------
@@ -369,11 +385,11 @@ def test_weight_sign_returns_the_autocast_dtype(op_path, compiled):
     w, alpha = nonzero_random((5, 4, 3, 3), torch.float32, 0.3), torch.randn(5)
     grad = torch.randn(2, 5, 6, 6)
     results, casts = {}, {}
-    for backend in ops.BACKENDS:
+    for backend in (op_path, "reference"):
         torch._dynamo.reset()
         w_leaf, alpha_leaf = w.clone().requires_grad_(), alpha.clone().requires_grad_()
         step = _autocast_conv_step
-        if compiled and backend == "ops":
+        if compiled and backend == op_path:
             step = torch.compile(_autocast_conv_step, fullgraph=True)
         counter = CastCounter(w.shape)
         # dynamo does not trace under a dispatch mode: the casts are counted in eager runs
@@ -381,14 +397,14 @@ def test_weight_sign_returns_the_autocast_dtype(op_path, compiled):
             binary, out = step(w_leaf, alpha_leaf, x, k, t)
             out.backward(grad)
         results[backend], casts[backend] = (binary, out, w_leaf.grad, alpha_leaf.grad), counter.casts
-    (binary, out, dw, dalpha), (ref_binary, ref_out, ref_dw, ref_dalpha) = results["ops"], results["reference"]
+    (binary, out, dw, dalpha), (ref_binary, ref_out, ref_dw, ref_dalpha) = results[op_path], results["reference"]
     assert binary.dtype == torch.bfloat16 and ref_binary.dtype == torch.float32  # the reference leaves it to conv2d
     assert torch.equal(binary.float(), ref_binary) and torch.equal(out, ref_out) and out.dtype == torch.bfloat16
     assert dw.dtype == torch.float32 and dalpha.dtype == torch.float32  # gradients of fp32 parameters stay fp32
     torch.testing.assert_close(dw, ref_dw, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(dalpha, ref_dalpha, rtol=1e-4, atol=1e-9)
     # The reference casts the sign forward and its gradient backward; the fused op neither.
-    assert casts["reference"] == 2 and (compiled or casts["ops"] == 0)
+    assert casts["reference"] == 2 and (compiled or casts[op_path] == 0)
 
 
 def test_weight_sign_dtype_outside_autocast_and_for_float64():

@@ -84,7 +84,7 @@ def preflight(section: Section, session: Session) -> None:
 
     import sdbnn.ops
 
-    data["fused_path"] = "triton" if sdbnn.ops.uses_triton(torch.empty(1, device=device)) else "reference math"
+    data["fused_path"] = sdbnn.ops.implementation(torch.empty(1, device=device))
     started = time.perf_counter()
     _first_kernels(device)
     data["first_kernels_s"] = round(time.perf_counter() - started, 2)
