@@ -22,6 +22,36 @@ CIFAR_LAYOUTS = {
     "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
 }
 CIFAR_PADDING = 4
+# The only callables a CIFAR batch's pickle names: numpy's array constructors (old and new module paths, pickle
+# protocols 2 to 5) and the bytes encoder Python 3 pickles bytes with at protocol 2. A file that names anything else
+# is not a CIFAR batch, and nothing it names is called.
+CIFAR_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles plain data (dicts, lists, bytes, str, numbers) and numpy arrays, nothing that runs code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds (not loaded: "
+                                         "unpickling it could run code)")
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):  # numpy 2 moved numpy.core to numpy._core
+            module = "numpy._core." + module.removeprefix("numpy.core.")
+        return super().find_class(module, name)
+
+
+def load_cifar_pickle(path: str | Path):
+    """A CIFAR "python version" file (a pickle) read with `_CifarUnpickler`: ValueError naming the file when it holds
+    anything but plain data and numpy arrays, raised before any of it is called."""
+    try:
+        with open(path, "rb") as handle:
+            return _CifarUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
+        raise ValueError(f"{path} is not a CIFAR batch file ({type(error).__name__}: {error})") from None
 
 
 @dataclass(frozen=True)
@@ -52,12 +82,11 @@ def read_cifar(root: str | Path, train: bool, dataset: str = "cifar10") -> Image
         path = directory / name
         if not path.is_file():
             raise FileNotFoundError(f"{dataset} file {path} is missing")
+        batch = load_cifar_pickle(path)
         try:
-            with open(path, "rb") as handle:
-                batch = pickle.load(handle, encoding="bytes")
             images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(batch[label_key], dtype=np.int64))
-        except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as error:
+        except (KeyError, ValueError, TypeError) as error:
             raise ValueError(f"{path} is not a CIFAR batch file ({type(error).__name__}: {error})") from None
     classes = _cifar_classes(directory, dataset)
     return ImageSet(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), classes)
@@ -67,8 +96,10 @@ def _cifar_classes(directory: Path, dataset: str) -> list[str]:
     meta = directory / ("batches.meta" if dataset == "cifar10" else "meta")
     key = b"label_names" if dataset == "cifar10" else b"fine_label_names"
     if meta.is_file():
-        with open(meta, "rb") as handle:
-            return [name.decode() for name in pickle.load(handle, encoding="bytes")[key]]
+        try:
+            return [name.decode() for name in load_cifar_pickle(meta)[key]]
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{meta} is not a CIFAR meta file ({type(error).__name__}: {error})") from None
     return [str(index) for index in range(10 if dataset == "cifar10" else 100)]
 
 

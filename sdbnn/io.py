@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+_TEMPORARY_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # what atomic_write's mkstemp names look like
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -29,3 +32,15 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temporary_files(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that `atomic_write` left in ``directory`` when its process was killed mid-write
+    (a SIGKILL skips its clean-up). Call it only while holding the directory (`sdbnn.engine.run_lock`): another
+    live writer's temporary file looks the same. Returns what was removed."""
+    removed = []
+    for path in Path(directory).glob(".*.tmp"):
+        if _TEMPORARY_NAME.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers import LAUNCH, ROOT, cpu_env, run_script, torch_threads
+from helpers import LAUNCH, ROOT, cpu_env, require_optional, run_script, torch_threads
 from safetensors.torch import load_file
 
 import sdbnn
@@ -53,6 +53,17 @@ def test_launcher_writes_every_output(tmp_path, processes):
             predictions = model.eval()(normalize(held_out.images)).argmax(1)
         accuracy = (predictions == held_out.labels).float().mean().item()
         assert abs(accuracy - epochs[-1]["val_top1"]) < 1e-6
+    # --report-to's default with tensorboard installed: the main process's event file holds every epoch's metrics
+    require_optional("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sdbnn.engine.trainer import TRACKED
+
+    (events,) = (tmp_path / "tensorboard" / "sdbnn").glob("events.out.tfevents.*")
+    board = EventAccumulator(str(events)).Reload()
+    for key in TRACKED:
+        assert [(s.step, s.value) for s in board.Scalars(key)] == [
+            (r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in epochs], key
 
 
 @pytest.mark.slow  # three training runs, one of them with two processes

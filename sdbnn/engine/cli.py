@@ -14,10 +14,12 @@ from pathlib import Path
 from sdbnn.checkpoints import CheckpointError
 from sdbnn.engine.config import CIFAR, IMAGENET, TrainConfig, config_fields, field_type, load_recipe
 from sdbnn.engine.preemption import REQUEUE_EXIT_CODE, Preempted
+from sdbnn.engine.run_lock import RunDirectoryInUse
 
 RECIPES = Path(__file__).resolve().parents[2] / "launch" / "configs"
-# what a launcher reports in one line (exit status 2): bad flags, recipes, paths, checkpoints, missing packages
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError, CheckpointError)
+# what a launcher reports in one line (exit status 2): bad flags, recipes, paths, checkpoints, missing packages, a
+# run directory another live run holds
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError, CheckpointError, RunDirectoryInUse)
 
 # model_options keys with flags of their own (CIFAR launcher), and shorthand flags for common values
 MODEL_OPTION_FLAGS = {

@@ -5,6 +5,7 @@ config is saved with every run."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from sdbnn.pipelines.loaders import DATASETS
 from sdbnn.reference import T_MAX
 
 PAPER_KEY = "paper"
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # --report-to: Accelerate's trackers the launchers offer, by package
 CIFAR, IMAGENET = "cifar", "imagenet"  # the two launchers
 BOTH = (CIFAR, IMAGENET)
 
@@ -92,6 +94,10 @@ class TrainConfig:
     diagnostics: bool = setting(False, "record per-epoch training diagnostics in the metrics (gradient norms, "
                                        "weight sign flips, EDE band occupancy, BatchNorm drift, train/eval gap)")
     seed: int = setting(0, "random seed")
+    report_to: str | None = setting(None, "where the epoch metrics also go (metrics.jsonl is always written), through "
+                                          "Accelerate's trackers: TensorBoard (<output-dir>/tensorboard), Weights & "
+                                          "Biases, MLflow, all installed ones, or none (default: tensorboard when "
+                                          "installed, else none)", choices=("none", *TRACKERS, "all"))
     checkpoint_every_min: float | None = setting(
         None, "also write a checkpoint every M minutes inside an epoch (it is always written at every epoch's end); 0: "
               "at every check (every 10 steps; with one process every step). Off for CIFAR, 30 in the ImageNet recipes")
@@ -99,7 +105,8 @@ class TrainConfig:
                                               "runs/imagenet, holding stage1/ and stage2/)")
 
     def __post_init__(self):
-        for key in ("dataset", "optimizer", "lr_schedule", "weight_decay_on", "compile_mode", "backend", "precision"):
+        for key in ("dataset", "optimizer", "lr_schedule", "weight_decay_on", "compile_mode", "backend", "precision",
+                    "report_to"):
             choices, value = config_field(key).metadata["choices"], getattr(self, key)
             if value is not None and value not in choices:
                 raise ValueError(f"unknown {key} {value!r}; choose one of {', '.join(choices)}")
@@ -124,6 +131,20 @@ class TrainConfig:
                 f"this recipe distills from a {self.teacher} teacher but no teacher weights were given: a randomly "
                 "initialised teacher teaches nothing. Pass --teacher-weights FILE, or --no-teacher to train with "
                 "cross-entropy alone")
+        self.trackers()  # a tracker asked for but not installed
+
+    def trackers(self) -> list[str]:
+        """The trackers `report_to` names, resolved: the installed ones for "all", tensorboard (if installed) by
+        default. ImportError when one named on its own is not installed."""
+        installed = [name for name in TRACKERS if importlib.util.find_spec(name) is not None]
+        if self.report_to in (None, "all"):
+            return installed if self.report_to == "all" else [name for name in installed if name == "tensorboard"]
+        if self.report_to == "none":
+            return []
+        if self.report_to not in installed:
+            raise ImportError(f"--report-to {self.report_to} needs the {self.report_to} package, which is not "
+                              f"installed: pip install {self.report_to}")
+        return [self.report_to]
 
     def resolved_precision(self, cuda: bool) -> str:
         """"bf16" (autocast) or "fp32": ``precision`` with auto decided by the device."""

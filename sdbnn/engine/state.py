@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from sdbnn.checkpoints import CheckpointError
+from sdbnn.engine.kill_points import kill_point
 from sdbnn.io import atomic_write
 
 FORMAT = "sdbnn-training-state-2"  # 2: the LR scheduler counts optimizer steps (1 counted epochs for cosine)
@@ -82,6 +83,7 @@ def save_training_state(
 
     def write(tmp: Path) -> None:
         torch.save(state, tmp)
+        kill_point("checkpoint_write")  # test-only (tests/test_long_runs.py kills runs here)
         if keep_previous and path.exists():  # only once the new state is safely written
             os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
 

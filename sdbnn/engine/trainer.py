@@ -5,7 +5,9 @@ A run writes into ``output_dir``: ``config.yaml`` (resolved), ``metrics.jsonl`` 
 epoch), ``training_curve.png``, ``checkpoint.pt`` (atomically, every epoch and every ``checkpoint_every_min``
 minutes; resumable exactly, mid-epoch too; the one before is kept as ``checkpoint.previous.pt``) and, at the end,
 ``model.safetensors`` and ``summary.json`` (final and best top-1/top-5 on the full held-out set, the precision, and
-the commit, machine and library versions that produced the run: `sdbnn.provenance`).
+the commit, machine and library versions that produced the run: `sdbnn.provenance`). Rank 0 holds the directory's
+lock (`sdbnn.engine.run_lock`) from before its first write to the end; the epoch metrics also go to the trackers of
+``report_to`` (Accelerate's: TensorBoard in ``tensorboard/``, Weights & Biases, MLflow).
 
 The training loop never waits for the GPU: losses, accuracy counts and the finite-loss check stay on the device
 and are read once every `CHECK_EVERY` steps (progress bar, divergence stop) and once per epoch. Those reads are also
@@ -30,12 +32,15 @@ from sdbnn.checkpoints import load_state_dict_file, save_weights
 from sdbnn.engine.config import TrainConfig
 from sdbnn.engine.diagnostics import TrainingDiagnostics
 from sdbnn.engine.distill import distillation_loss
+from sdbnn.engine.kill_points import kill_point
 from sdbnn.engine.metrics import MetricsLog, topk_correct
 from sdbnn.engine.precision import autocast_context, native_bf16_convolutions
 from sdbnn.engine.preemption import Preempted, StopSignals, ignore_stop_signals
+from sdbnn.engine.run_lock import hold_on_main_process, release_run_directory
 from sdbnn.engine.runs import Run
 from sdbnn.engine.state import CHECKPOINT, latest_training_state, restore_training_state, save_training_state
-from sdbnn.io import atomic_write
+from sdbnn.engine.trackers import log_epoch, project_configuration, start_trackers
+from sdbnn.io import atomic_write, remove_stale_temporary_files
 from sdbnn.pipelines.loaders import build_loaders
 from sdbnn.pipelines.transforms import batch_memory_format
 from sdbnn.reference import ede_schedule
@@ -45,15 +50,6 @@ CHECK_EVERY = 10  # steps between reads of the running loss (progress bar, diver
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def _tensorboard(directory: Path):
-    """A TensorBoard writer into ``directory/tensorboard`` when tensorboard is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(directory / "tensorboard"))
 
 
 def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
@@ -86,7 +82,6 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False, stop_after_epoch: int | None = None):
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
-        from accelerate.utils import set_seed
 
         config.check_runnable()
         self.config, self.resume, self.stop_after_epoch = config, resume, stop_after_epoch
@@ -95,10 +90,31 @@ class Trainer:
         # One process may train several runs (the ablation runner), each with its own precision: Accelerate keeps
         # the mixed-precision choice in a process-wide state, so forget the previous run's (the process group stays).
         AcceleratorState._reset_state()
+        self.output_dir = Path(config.output_dir)
+        self.trackers = config.trackers()
         self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if self.precision == "bf16" else "no",
-                                       gradient_accumulation_steps=config.accumulation_steps)
+                                       gradient_accumulation_steps=config.accumulation_steps,
+                                       log_with=self.trackers or None,
+                                       project_config=project_configuration(self.output_dir))
         self.device, self.world_size = self.accelerator.device, self.accelerator.num_processes
         self.main = self.accelerator.is_main_process
+        self.run_lock = hold_on_main_process(self.accelerator, self.output_dir)  # before anything is written or read
+        try:
+            self._build(cuda)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Give the run directory back (the end of `fit`; a process that dies gives it back anyway)."""
+        if self.run_lock is not None:
+            release_run_directory(self.run_lock)
+            self.run_lock = None
+
+    def _build(self, cuda: bool) -> None:
+        from accelerate.utils import set_seed
+
+        config = self.config
         # bf16 on a CPU without bf16 convolution kernels: emulate them (sdbnn.engine.precision)
         self.emulated_bf16_convolutions = self.precision == "bf16" and not native_bf16_convolutions(self.device)
         if config.batch_size % (self.world_size * config.accumulation_steps):
@@ -107,7 +123,6 @@ class Trainer:
         if cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
         set_seed(config.seed)
-        self.output_dir = Path(config.output_dir)
         self.compile = config.compile if config.compile is not None else cuda
         self.memory_format = batch_memory_format(self.device)
 
@@ -161,12 +176,23 @@ class Trainer:
     def fit(self) -> dict:
         """Resume (or start), then per epoch: EDE schedule → train → evaluate → log → checkpoint. SIGTERM or
         SIGUSR1 end it at the next step boundary with a checkpoint of that point (`Preempted`). A finished run (on
-        resume) returns its summary without training."""
-        start = self._start()
-        if "finished" in start:
-            return start["finished"]
+        resume) returns its summary without training. The run directory is given back at the end, however it ends."""
+        try:
+            start = self._start()
+            if "finished" in start:
+                return start["finished"]
+            if self.trackers:
+                start_trackers(self.accelerator, self.config, self.output_dir)
+            try:
+                return self._train(start)
+            finally:
+                if self.trackers:
+                    self.accelerator.end_training()  # flushes and closes every tracker
+        finally:
+            self.release()
+
+    def _train(self, start: dict) -> dict:
         metrics, first_batch, progress = start["metrics"], start["batch"], start["progress"]
-        board = _tensorboard(self.output_dir) if self.main else None
         with sdbnn.backend(self.config.backend), self.stop_signals:
             for epoch in range(start["epoch"], self.config.epochs):
                 k, t = self._set_ede(epoch)
@@ -181,7 +207,7 @@ class Trainer:
                 record["images_per_s"] = self.steps_per_epoch * self.config.batch_size / record["seconds"]
                 if self.diagnostics is not None:
                     record.update(self.diagnostics.end_epoch(*self._diagnostic_batch(), t))
-                self._log(record, metrics, board)
+                self._log(record, metrics)
                 self._save_checkpoint(epoch + 1)
                 if self.stopping and epoch + 1 < self.config.epochs:
                     raise self._preempted(epoch + 1, 0)
@@ -213,6 +239,7 @@ class Trainer:
         metrics.records = metrics.records[:epoch]
         if self.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporary_files(self.output_dir)  # a killed run's half-written files (we hold the directory)
             self.config.save(self.output_dir / "config.yaml")
             if "state" in found:
                 print(f"resuming from {found['path']}: epoch {epoch + 1}, step {batch} of {self.steps_per_epoch}",
@@ -384,6 +411,7 @@ class Trainer:
         """Loss, top-1 and top-5 over the WHOLE held-out set (each rank scores its shard; counts are summed)."""
         started = time.perf_counter()
         self.forward_model.eval()
+        kill_point("evaluation")  # test-only (tests/test_long_runs.py kills runs here)
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, top-1, top-5
         count = 0
         for images, labels in self.val_loader:
@@ -406,13 +434,11 @@ class Trainer:
             self.diagnostic_batch = next(iter(self.val_loader))
         return self.diagnostic_batch
 
-    def _log(self, record: dict, metrics: MetricsLog, board) -> None:
+    def _log(self, record: dict, metrics: MetricsLog) -> None:
         if record["val_top1"] >= self.best.get("val_top1", -1.0):
             self.best = {"epoch": record["epoch"], "val_top1": record["val_top1"], "val_top5": record["val_top5"]}
-        if board is not None:
-            for key in ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "t", "images_per_s"):
-                board.add_scalar(key, record[key], record["epoch"])
-            board.flush()
+        if self.trackers:
+            log_epoch(self.accelerator, record)
         if self.main:
             metrics.append(record)
             metrics.plot(title=f"{self.config.model} on {self.config.dataset}")
