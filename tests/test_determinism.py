@@ -1,4 +1,4 @@
-"""The determinism the README states: on CPU, a run is a function of its config, its seed, its thread count (and the
+"""The determinism promised to users: on CPU, a run is a function of its config, its seed, its thread count (and the
 CPU kind and library versions); recording diagnostics does not change it."""
 
 import pytest

@@ -2,7 +2,6 @@
 digits, and the `python -m sdbnn.export` command line (sdbnn.deploy)."""
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -180,24 +179,14 @@ def test_load_packed_is_exact_for_every_model_and_switch(name, options, size, tm
     assert torch.equal(logits, forward(model, images))
 
 
-def readme_packed_sizes(name: str) -> tuple[int, int, str]:
-    """The README's packed-export table row for ``name``: fp32 bytes, packed bytes, the quoted ratio."""
-    readme = (ROOT / "README.md").read_text()
-    row = re.search(rf"^\| `{name}` \| ([\d,]+) B \| ([\d,]+) B \| 1/([\d.]+) \|", readme, re.MULTILINE)
-    assert row, f"README has no packed-export row for {name}"
-    return int(row[1].replace(",", "")), int(row[2].replace(",", "")), row[3]
-
-
 @pytest.mark.parametrize("name, target", [("resnet20", 12), ("vgg_small", 15), ("resnet18_cifar", 15),
                                           ("resnet18_imagenet", 8)])
 def test_packed_file_size_targets(name, target, tmp_path):
-    """The sizes depend on the weights only through exact zeros (none in a fresh model), so the README's byte
-    counts are exact and pinned here."""
+    """The packed file is at most 1/target of model.safetensors."""
     model = sdbnn.create_model(name)
     full = sdbnn.save_weights(model, tmp_path / "model.safetensors").stat().st_size
     packed = export_packed(model, tmp_path / "packed.safetensors", config=name).stat().st_size
     assert full / packed >= target, f"{name}: packed is 1/{full / packed:.1f} of model.safetensors"
-    assert readme_packed_sizes(name) == (full, packed, f"{full / packed:.1f}"), "README's packed table is stale"
 
 
 def test_bad_packed_files_raise_one_clear_error(digits_model, tmp_path):
@@ -261,7 +250,7 @@ def test_inference_form_computes_exactly_what_the_model_computes(digits_model, d
 
 @pytest.fixture(scope="module")
 def onnx_export_run(run_dir, tmp_path_factory):
-    """The README's command on the test run: the ONNX file and the JSON report of the command's own check."""
+    """The documented command on the test run: the ONNX file and the JSON report of the command's own check."""
     for module in ("onnx", "onnxscript", "onnxruntime"):
         require_optional(module, "pip install -e '.[deploy]'")
     folder = tmp_path_factory.mktemp("onnx")
@@ -303,7 +292,7 @@ def test_onnx_graph_holds_standard_ops_only(onnx_file):
 
 
 def test_onnx_matches_pytorch_on_held_out_digits(onnx_file, digits_model, digits):
-    # What the README claims, on the 397 held-out digits: every image whose binarized values x + shift all lie
+    # What the deploy docs claim, on the 397 held-out digits: every image whose binarized values x + shift all lie
     # farther than DECIDED_MARGIN from 0 gets onnxruntime logits within LOGIT_RTOL (of its largest logit) of
     # PyTorch's, and so the same top-1; nearly all images are such images. (Closer to 0, the two runtimes' last-bit
     # differences may flip a sign, and a BNN turns one flipped sign into visibly different logits: those images are
@@ -344,37 +333,3 @@ def test_onnx_export_command_fails_when_the_file_does_not_compute_the_model(onnx
     result = json.loads(report.read_text())
     assert not result["passed"] and result["decided_images"] > 0
     assert result["max_relative_difference_decided"] > result["logit_rtol"]
-
-
-def test_readme_onnx_paragraph_is_the_check_and_the_committed_measurements():
-    """README §ONNX: the export check's constants, and the measured agreement quoted from the committed
-    studies/results/onnx-agreement/onnx-agreement-digits-{15ep,2ep}-*.json (top-1 on every held-out digit, decided images' largest
-    difference, the undecided images' largest move, the commit)."""
-    from sdbnn.deploy.cli import CHECK_IMAGES
-
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("### ONNX")
-    section = readme[start:readme.index("\n## ", start)].replace("\n", " ")
-    assert (CHECK_IMAGES, onnx_export.DECIDED_MARGIN, onnx_export.LOGIT_RTOL) == (32, 1e-6, 1e-5)
-    assert f"on {CHECK_IMAGES} random images" in section
-    assert "farther than 10⁻⁶ from 0: their logits must agree within 10⁻⁵ of the image's largest logit" in section
-
-    def power_of_ten(value: float) -> str:  # 4.8e-06 → 4.8×10⁻⁶
-        mantissa, exponent = f"{value:.1e}".split("e")
-        return f"{mantissa}×10" + str(int(exponent)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
-
-    results = {}
-    for epochs in ("15ep", "2ep"):
-        (path,) = (ROOT / "studies" / "results" / "onnx-agreement").glob(f"onnx-agreement-digits-{epochs}-*.json")
-        results[epochs] = json.loads(path.read_text())
-    runs = [run[setting] for run in results.values() for setting in ("optimizations_off", "optimizations_on")]
-    assert {(run["images"], run["top1_agreement"]) for run in runs} == {(397, 397)}
-    assert "onnxruntime's top-1 equals PyTorch's on all 397 held-out digits, with graph optimisations off and on" in section
-    decided = max(run["max_logit_difference_decided"] for run in runs)
-    assert f"decided images agree within {power_of_ten(decided)}." in section
-    moved_off = results["2ep"]["optimizations_off"]["max_logit_difference"]
-    moved_on = results["15ep"]["optimizations_on"]["max_logit_difference"]
-    assert (f"by up to {moved_off:.1f} (2 epochs, optimisations off) and {moved_on:.1f} (15 epochs, optimisations on)"
-            in section)
-    assert {run["environment"]["commit"][:7] for run in results.values()} == {"53860be"}
-    assert "`python -m benchmarks.onnx_agreement` at commit 53860be" in section

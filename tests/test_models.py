@@ -33,21 +33,17 @@ def test_parameter_counts_equal_official(name):
 
 
 def documented_counts() -> list[tuple[str, str, int]]:
-    """(where, model name, parameter count) for every count README.md and docs/method.md quote for a named model."""
-    readme, method = (ROOT / "README.md").read_text(), (ROOT / "docs" / "method.md").read_text()
-    found = [("README models table", name, count) for name, count in
-             re.findall(r"^\| `(\w+)` \| [^|]+ \| ([\d,]+) \|$", readme, re.MULTILINE)]
-    found += [("README Use example", name, count) for name, count in
-              re.findall(r'create_model\("(\w+)"\)\s+# [^\n]*?([\d,]{5,}) parameters', readme)]
-    found += [("method.md Architectures table", name, count) for name, count in
-              re.findall(r"^\| [^|]+ \| `(\w+)` \| ([\d,]+) \|", method, re.MULTILINE)]
+    """(where, model name, parameter count) for every count docs/method.md quotes for a named model."""
+    method = (ROOT / "docs" / "method.md").read_text()
+    found = [("method.md Architectures table", name, count) for name, count in
+             re.findall(r"^\| [^|]+ \| `(\w+)` \| ([\d,]+) \|", method, re.MULTILINE)]
     found += [("method.md twins", name, count) for name, count in re.findall(r"`(\w+_fp)` ([\d,]+)", method)]
     return [(where, name, int(count.replace(",", ""))) for where, name, count in found]
 
 
 def test_documented_parameter_counts_are_the_models():
-    """README and docs/method.md quote parameter counts; each must be what create_model builds (meta device: no
-    memory, no init cost), and every "N parameters" figure in method.md must be one of those counts."""
+    """docs/method.md quotes parameter counts; each must be what create_model builds (meta device: no memory, no init
+    cost), and every "N parameters" figure in it must be one of those counts."""
     found = documented_counts()
     assert {name for _, name, _ in found} == set(sdbnn.list_models())  # every model, twins and teacher included
     with torch.device("meta"):
