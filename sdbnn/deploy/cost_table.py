@@ -194,7 +194,7 @@ def _bytes(value: float) -> str:
 
 
 def markdown_table(summaries: Sequence[ModelSummary]) -> str:
-    """One Markdown row per model: the table of the README's "Deploy" section."""
+    """One Markdown row per model: the table of docs/deploy.md."""
     lines = [
         "| model | input | binary params | real params | BOPs | FLOPs | OPs | ASD gates (FLOPs) | element-wise ops "
         "| size | twin size | compression |",

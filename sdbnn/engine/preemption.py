@@ -1,6 +1,6 @@
 """Stopping when a cluster asks: SIGTERM or SIGUSR1 make the Trainer write a checkpoint at the next step boundary and
 end with `REQUEUE_EXIT_CODE`, so that a scheduler requeues the job and the same command with ``--resume`` continues
-it exactly (README "Long runs and clusters")."""
+it exactly (docs/clusters.md)."""
 
 from __future__ import annotations
 
