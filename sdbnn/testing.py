@@ -1,5 +1,5 @@
-"""Kernel-vs-reference comparisons, part of the library as `torch.testing` is of torch: used by the CPU
-(interpreted) tests, the CUDA (`-m gpu`) tests and the GPU session's correctness stage.
+"""Kernel-vs-reference and whole-model comparisons, part of the library as `torch.testing` is of torch: used by the
+CPU (interpreted) tests, the CUDA (`-m gpu`) tests and the GPU session's correctness stage.
 
 Expected values are computed in float64 from the upcast inputs; fp32 results are also compared with the
 reference's own autograd. Importable without Triton (CPU-only installs): then only the op path (``through="op"``,
@@ -10,8 +10,9 @@ import contextlib
 
 import torch
 
-import sdbnn.ops  # noqa: F401 - registers torch.ops.sdbnn
+import sdbnn.ops  # registers torch.ops.sdbnn
 from sdbnn import reference
+from sdbnn.layers import SDConv2d
 
 try:  # triton ships with CUDA builds of torch; CPU-only installs have no kernels to check
     from sdbnn.kernels import act_sign as act_kernels
@@ -96,7 +97,8 @@ def _run_act(x, shift, grad, k, t, surrogate, through):
 
 def check_act_sign(shape, channels_last, dtype, surrogate, device="cpu", through="kernel", ede=EDE_POINTS[1]):
     """Outputs and gradients against float64: of the kernel launchers (``through="kernel"``), or of the custom op
-    through autograd (``through="op"``: Triton on CUDA, the reference math on CPU without the interpreter).
+    through autograd (``through="op"``: whatever `sdbnn.ops.implementation` picks: Triton on CUDA, the CPU math
+    or, under ``sdbnn.backend("triton")``, the interpreted kernels on CPU).
     ``ede``: EDE's (k, t) (stored in float64 for float64 inputs, as a float64 model holds them)."""
     k, t = (value.to(device, torch.float64 if dtype == torch.float64 else torch.float32) for value in ede)
     x = nonzero_random(shape, dtype, device=device)
@@ -168,3 +170,77 @@ def check_weight_sign(shape, channels_last, dtype, surrogate, device="cpu", thro
 
 def check_weight_sign_kernel(shape, channels_last, dtype, surrogate, device="cpu", out_dtype=None, ede=EDE_POINTS[1]):
     check_weight_sign(shape, channels_last, dtype, surrogate, device, through="kernel", out_dtype=out_dtype, ede=ede)
+
+
+# --- whole models: a training step of the fused ops (compiled) against the reference ---------------------------------
+
+# fp32: each gradient's largest error against its own largest value. Compiled code reorders float sums (1e-5 to 2e-4
+# of the scale seen here); a wrong backward is off by O(1) of it.
+FP32_GRAD_RTOL = 1e-3
+# bf16 autocast: the model with the fused ops against the same weights on the reference backend, both under bf16
+# autocast (never against fp32: a binary network at bf16 flips signs near 0 and ends somewhere else — the fp32 numbers
+# are recorded to show how far, not used as a limit). Inductor's fusions round differently from eager bf16 and flip a
+# few signs, which moves gradients by a few percent overall, and some small, cancellation-prone tensors
+# (d(alpha) = c·Σ dW) by more. A wrong gradient (surrogate, d(shift), d(alpha), a lost dtype) is off by O(1) across
+# every layer of its kind: every gate, every alpha (≥ 1/6 of the tensors) or the weights (most of the norm).
+BF16_LOSS_RTOL = 0.02  # |Δloss| / |loss|
+BF16_GLOBAL_GRAD_RTOL = 0.10  # ‖ΔG‖ / ‖G‖ over all parameters together
+BF16_PARAMETER_GRAD_RTOL = 0.3  # one parameter tensor's ‖Δg‖ / ‖g‖ ...
+BF16_PARAMETERS_OVER_SHARE = 0.05  # ... which at most this share of the tensors may exceed
+
+
+def spread_binary_weights(model: torch.nn.Module, std: float = 0.05) -> None:
+    """Normal weights in every SD convolution. The official ImageNet init (uniform [0, 1e-3)) gives each filter one
+    sign, so d(alpha) = c·Σ dW cancels to rounding noise, in any two implementations alike; spread weights make the
+    gradients a meaningful comparison."""
+    for module in model.modules():
+        if isinstance(module, SDConv2d):
+            torch.nn.init.normal_(module.weight, 0.0, std)
+
+
+def loss_and_gradients(module, images, labels, *, forward=None, backend="ops", autocast=False):
+    """(loss, {parameter: fp32 gradient}) of one cross-entropy step of ``module``, called through ``forward`` (its
+    compiled wrapper) when given, on the ops ``backend``, under bf16 autocast when asked. Leaves no gradients."""
+    module.zero_grad(set_to_none=True)
+    with sdbnn.ops.backend(backend), torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss = torch.nn.functional.cross_entropy((module if forward is None else forward)(images), labels)
+    loss.backward()
+    grads = {name: p.grad.detach().float().clone() for name, p in module.named_parameters() if p.grad is not None}
+    module.zero_grad(set_to_none=True)
+    return loss.item(), grads
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """‖actual − expected‖ / ‖expected‖ (against an all-zero expectation, any difference counts as 1)."""
+    scale, difference = expected.norm().item(), (actual - expected).norm().item()
+    return difference / scale if scale > 0 else float(difference > 0)
+
+
+def assert_gradients_close(actual: dict, expected: dict, rtol: float = FP32_GRAD_RTOL) -> None:
+    """Every parameter's gradient within ``rtol`` of its own largest value (see FP32_GRAD_RTOL)."""
+    assert actual.keys() == expected.keys(), sorted(actual.keys() ^ expected.keys())
+    for name, want in expected.items():
+        error, scale = (actual[name] - want).abs().max().item(), want.abs().max().item()
+        assert error <= rtol * scale + 1e-7, f"{name}: max error {error:.3g} against scale {scale:.3g}"
+
+
+def bf16_gradient_check(grads: dict, reference_grads: dict, fp32_grads: dict) -> dict:
+    """Gradients under bf16 autocast against the reference backend's under bf16 autocast, by the BF16_* limits:
+    the error of all of them together, of each tensor (the five worst listed), and which exceed the per-tensor
+    limit; ``fp32_grads`` (the reference in fp32) shows what bf16 itself changes."""
+    if grads.keys() != reference_grads.keys():
+        raise AssertionError(f"gradients of different parameters: {sorted(grads.keys() ^ reference_grads.keys())}")
+    names = [key for key in reference_grads if reference_grads[key].norm() > 0]
+
+    def flat(gradients):
+        return torch.cat([gradients[key].flatten() for key in names])
+
+    per_parameter = sorted(({"parameter": key, "error": relative_error(grads[key], reference_grads[key]),
+                             "bf16_vs_fp32": relative_error(reference_grads[key], fp32_grads[key])} for key in names),
+                           key=lambda item: item["error"], reverse=True)
+    over = [item["parameter"] for item in per_parameter if item["error"] > BF16_PARAMETER_GRAD_RTOL]
+    error = relative_error(flat(grads), flat(reference_grads))
+    return {"relative_error": error, "limit": BF16_GLOBAL_GRAD_RTOL,
+            "bf16_vs_fp32": relative_error(flat(reference_grads), flat(fp32_grads)), "parameters": len(names),
+            "parameters_over": over, "parameters_over_limit": BF16_PARAMETERS_OVER_SHARE, "worst": per_parameter[:5],
+            "passed": error <= BF16_GLOBAL_GRAD_RTOL and len(over) <= BF16_PARAMETERS_OVER_SHARE * len(names)}

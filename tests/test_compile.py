@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import sdbnn
+from sdbnn.testing import assert_gradients_close, loss_and_gradients, spread_binary_weights
 
 MODELS = {"resnet20": 32, "vgg_small": 32, "resnet18_cifar": 32, "resnet18_imagenet": 64}
 # An Inductor compile of a whole model takes 1-2 minutes on 2 cores: the default run compiles ResNet-20 (the recipe
@@ -14,32 +15,12 @@ MODELS = {"resnet20": 32, "vgg_small": 32, "resnet18_cifar": 32, "resnet18_image
 COMPILED_IN_DEFAULT_RUN = {"resnet20"}
 
 
-def loss_and_grads(model, x, labels, forward=None):
-    """Loss and parameter gradients of ``model``, run through ``forward`` (its compiled wrapper) when given."""
-    model.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy((model if forward is None else forward)(x), labels)
-    loss.backward()
-    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-
-
-def assert_close_to_scale(actual, expected, name, rtol=1e-3):
-    """Inductor reorders float sums, so compare each gradient against its own scale rather than elementwise: a
-    wrong backward is off by O(1) of the scale, reordering by 1e-5 to 2e-4 (seen here)."""
-    error = (actual - expected).abs().max().item()
-    scale = expected.abs().max().item()
-    assert error <= rtol * scale + 1e-7, f"{name}: max error {error:.3g} against scale {scale:.3g}"
-
-
 def make(name):
     model = sdbnn.create_model(name, num_classes=10)
     # the schedule's middle: k = 10 ≠ 1, so a compiled path that lost k (or t) shows as a 10× gradient error
     sdbnn.set_ede(model, 10.0, 0.1)
     if name == "resnet18_imagenet":
-        # The official init (uniform [0, 1e-3)) gives every filter one sign, so d(alpha) = c·Σ dW cancels to 1e-4 of
-        # its terms: rounding noise in eager and compiled alike. Spread weights make it a meaningful comparison.
-        for module in model.modules():
-            if isinstance(module, sdbnn.SDConv2d):
-                torch.nn.init.normal_(module.weight, 0.0, 0.05)
+        spread_binary_weights(model)
     return model
 
 
@@ -52,12 +33,10 @@ def test_compiled_model_matches_eager(name):
     compiled = torch.compile(compiled_model, fullgraph=True)
     size = MODELS[name]
     x, labels = torch.randn(2, 3, size, size), torch.tensor([3, 7])
-    eager_loss, eager_grads = loss_and_grads(eager, x, labels)
-    compiled_loss, compiled_grads = loss_and_grads(compiled_model, x, labels, forward=compiled)
-    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-4, atol=1e-4)
-    assert compiled_grads.keys() == eager_grads.keys()
-    for key in eager_grads:
-        assert_close_to_scale(compiled_grads[key], eager_grads[key], key)
+    eager_loss, eager_grads = loss_and_gradients(eager, x, labels)
+    compiled_loss, compiled_grads = loss_and_gradients(compiled_model, x, labels, forward=compiled)
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-4, abs=1e-4)
+    assert_gradients_close(compiled_grads, eager_grads)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -85,10 +64,9 @@ def test_changing_ede_does_not_recompile_and_is_used():
     for k, t in [(1000.0, 1e-3), (10.0, 0.1), (1.0, 9.8)]:  # three epochs of the schedule
         sdbnn.set_ede(eager, k, t)
         sdbnn.set_ede(compiled_model, k, t)
-        _, eager_grads = loss_and_grads(eager, x, labels)
-        _, compiled_grads = loss_and_grads(compiled_model, x, labels, forward=compiled)
-        for key in eager_grads:  # the new k/t really reach the compiled graph
-            assert_close_to_scale(compiled_grads[key], eager_grads[key], key)
+        _, eager_grads = loss_and_gradients(eager, x, labels)
+        _, compiled_grads = loss_and_gradients(compiled_model, x, labels, forward=compiled)
+        assert_gradients_close(compiled_grads, eager_grads)  # the new k/t really reach the compiled graph
         grads_by_epoch.append(compiled_grads["layer1.0.conv1.weight"])
     assert len(compilations) == 1, f"{len(compilations)} compilations for 3 (k, t) settings"
     assert not torch.allclose(grads_by_epoch[0], grads_by_epoch[2])

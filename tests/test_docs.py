@@ -84,3 +84,23 @@ def test_check_fails_after_a_number_in_a_result_file_changes(tmp_path):
     readme.stale_documents(tmp_path, write=True, only=only)
     assert f"{result['imagenet_ffcv_over_torchvision']:.2f}×" in (tmp_path / "README.md").read_text()
     assert readme.stale_documents(tmp_path, write=False, only=only) == []
+
+
+def test_every_test_the_reliability_table_names_exists():
+    """README "Reliability": each fault's row names the tests that try it as tests/<file>.py::<test>; every one is a
+    test function of that file."""
+    import ast
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Reliability\n"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "::test_" in line]
+    assert len(rows) >= 15, "the reliability table lost rows"
+    named = re.findall(r"`(tests/[\w/]+\.py)::(test_\w+)`", section)
+    assert all(re.search(r"`tests/[\w/]+\.py::test_\w+`", row) for row in rows)
+    for file, test in named:
+        path = ROOT / file
+        assert path.is_file(), f"README names {file}::{test}, and {file} does not exist"
+        tests = {node.name for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
+        assert test in tests, f"README names {file}::{test}, which {file} does not define"

@@ -1,12 +1,15 @@
 """Long runs and clusters (README): a stop signal ends a run at the next step with a checkpoint and the requeue exit
 code; the same command with --resume continues exactly (mid-epoch too), then reports a finished run; the last two
-checkpoints are kept; a SIGKILL mid-epoch loses nothing; `accelerate launch --max_restarts` restarts a killed group,
-which resumes; processes started by a scheduler (srun-style) and two "nodes" on 127.0.0.1 train like one node.
+checkpoints are kept; a SIGKILL mid-epoch loses nothing, nor do several at random moments (in checkpoint writes and
+evaluations too); `accelerate launch --max_restarts` restarts a killed group, which resumes; processes started by a
+scheduler (srun-style) and two "nodes" on 127.0.0.1 train like one node; a second run into a directory a live run
+holds is refused at once.
 
 Every comparison is exact (CPU, one thread per process on both sides: the thread count changes float sums)."""
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -31,6 +34,7 @@ from helpers import (
 from safetensors.torch import load_file
 
 from sdbnn.engine.config import TrainConfig
+from sdbnn.engine.kill_points import PAUSE, SECONDS
 from sdbnn.engine.preemption import REQUEUE_EXIT_CODE, Preempted, StopSignals
 from sdbnn.engine.trainer import Trainer
 
@@ -332,3 +336,129 @@ def test_two_nodes_train_like_one_node_and_only_rank_0_needs_the_run_directory(t
     assert "world size 2," in node0.stdout and "world size" not in node1.stdout  # rank 0 reports
     assert not elsewhere.exists()
     assert_same_run(tmp_path / "run", two_process_run)
+
+
+# --- random kills and a held directory (README "Reliability") -------------------------------------------------
+
+def pauses_reached(stderr_file, point: str) -> int:
+    return stderr_file.read_text().count(f"test pause: {point}")
+
+
+def snapshot(directory) -> dict:
+    """Every file's size and modification time, but the TensorBoard writer's (its thread flushes when it likes)."""
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns) for p in directory.rglob("*")
+            if p.is_file() and "tensorboard" not in p.parts}
+
+
+@pytest.mark.slow
+def test_a_second_run_into_a_held_directory_exits_2_at_once_and_the_first_ends_as_if_alone(tmp_path, uninterrupted):
+    directory = tmp_path / "run"
+    with open(tmp_path / "err", "w") as err:  # the first run pauses at its first evaluation: nothing moves meanwhile
+        first = subprocess.Popen(one_process(*DIGITS, "--output-dir", str(directory)), stdout=subprocess.DEVNULL,
+                                 stderr=err, cwd=ROOT, env=cpu_env(OMP_NUM_THREADS="1", **{PAUSE: "evaluation:1",
+                                                                                           SECONDS: "25"}))
+        wait_for(lambda: pauses_reached(tmp_path / "err", "evaluation") >= 1, first)
+        before = snapshot(directory)
+        for resume in ([], ["--resume"]):
+            started = time.monotonic()
+            second = subprocess.run(one_process(*DIGITS, "--output-dir", str(directory), *resume), text=True,
+                                    capture_output=True, cwd=ROOT, env=cpu_env(OMP_NUM_THREADS="1"), timeout=60)
+            assert second.returncode == 2 and time.monotonic() - started < 10, second.stderr[-3000:]
+            assert second.stderr.startswith(f"error: {directory} is in use by pid {first.pid} on "
+                                            f"{os.uname().nodename} (since ")
+            assert second.stderr.count("\n") == 1 and second.stdout == ""
+        assert snapshot(directory) == before
+        assert pauses_reached(tmp_path / "err", "evaluation") == 1 and first.poll() is None  # still paused
+        assert first.wait(timeout=600) == 0, (tmp_path / "err").read_text()[-3000:]
+    assert_same_run(directory, uninterrupted)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (torchrun starts its ranks in sessions of their own: a process group kill
+    would miss them)."""
+    tree = [pid]
+    for child in child_pids(pid):
+        tree += process_tree(child)
+    return tree
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a run and every process it started, as a node failure would."""
+    for pid in process_tree(process.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(timeout=60)
+
+
+def kill_randomly(tmp_path, command_of, env: dict, kinds: list[str], rng: random.Random,
+                  writes: tuple[int, int]) -> list[str]:
+    """Run ``command_of()`` again and again, SIGKILLing it (all its processes) once per kind of ``kinds``:
+    ``checkpoint_write`` (paused in a write, the ``writes[0]``th to ``writes[1]``th of the run, with the checkpoint
+    in its temporary file: the file is asserted to be there),
+    ``evaluation`` (paused in an epoch's evaluation) or ``anywhere`` (a random moment after the run saved some
+    progress). Returns the kinds of the kills that happened (a run that ends first is not killed)."""
+    directory, err = tmp_path / "run", tmp_path / "err"
+    done = []
+    for kind in kinds:
+        pause = {"checkpoint_write": f"checkpoint_write:{rng.randint(*writes)}",
+                 "evaluation": "evaluation:1"}.get(kind)
+        with open(err, "w") as stderr:
+            process = subprocess.Popen(command_of(), stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT,
+                                       env={**env, **({PAUSE: pause, SECONDS: "60"} if pause else {})})
+            try:
+                if kind == "anywhere":
+                    position = checkpoint_position(directory)
+                    wait_for(lambda: checkpoint_position(directory) not in (None, position), process)
+                    time.sleep(rng.uniform(0, 1))
+                else:
+                    wait_for(lambda: pauses_reached(err, kind) >= 1, process)
+                if process.poll() is not None:
+                    assert process.returncode == 0, err.read_text()[-3000:]
+                    continue
+                if kind == "checkpoint_write":
+                    assert list(directory.glob(".checkpoint.pt.*.tmp")), "not killed during a checkpoint write"
+                kill_tree(process)
+                assert process.returncode == -signal.SIGKILL
+                done.append(kind)
+            finally:
+                if process.poll() is None:
+                    kill_tree(process)
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+def test_random_kills_then_the_same_resume_command_ends_bit_identical(tmp_path, processes, request):
+    """SIGKILLs of the whole process group at seeded random moments, one at least in a checkpoint write and one in
+    an evaluation, each followed by the same --resume command: the final run equals an uninterrupted one, each
+    epoch is recorded once, and no temporary file is left."""
+    rng = random.Random(25 + processes)
+    directory = tmp_path / "run"
+    if processes == 1:
+        reference = request.getfixturevalue("uninterrupted")
+
+        def command():
+            return one_process(*DIGITS, "--output-dir", str(directory), "--resume", "--checkpoint-every-min", "0")
+
+        env, writes = cpu_env(OMP_NUM_THREADS="1"), (2, 4)  # a checkpoint every step: each run saves some first
+        kinds = ["checkpoint_write", "checkpoint_write", "evaluation", "anywhere", "anywhere"]
+    else:  # checkpoints at steps 10 and 20 of each epoch: 4 in all, so kills that let a run progress are few
+        reference = request.getfixturevalue("two_process_run")
+
+        def command():  # a fresh rendezvous port each time: a killed run's may linger
+            return accelerate_command(LAUNCHER, *TWO_RANKS, "--output-dir", str(directory), "--resume",
+                                      "--checkpoint-every-min", "0", processes=2,
+                                      launcher_flags=("--main_process_port", str(free_port())))
+
+        env, writes = accelerate_env(), (1, 1)
+        kinds = ["checkpoint_write", "checkpoint_write", "evaluation", "anywhere", "anywhere"]
+    rng.shuffle(kinds)
+    killed = kill_randomly(tmp_path, command, env, kinds, rng, writes)
+    assert len(killed) >= 5 and {"checkpoint_write", "evaluation"} <= set(killed), killed
+    final = subprocess.run(command(), capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert_same_run(directory, reference)
+    assert [record["epoch"] for record in records(directory)] == list(range(len(records(reference))))
+    assert not list(directory.rglob("*.tmp"))

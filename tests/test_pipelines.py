@@ -184,6 +184,10 @@ def test_ffcv_raw_round_trip_is_exact_and_training_shifts_and_flips(cifar_root, 
         write_beton(cifar_root, path, kind="cifar10", train=False)
     assert isinstance(cifar_loader(path, 10, train=False, workers=1), FFCVImageLoader)
     assert isinstance(cifar_loader(cifar_root, 10, train=False), DeviceResidentLoader)
+    truncated = tmp_path / "truncated.beton"  # a copy cut short (an interrupted transfer): refused when opened
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated.beton is not a readable FFCV .beton file"):
+        FFCVImageLoader(truncated, 10, train=False, dataset="cifar", num_workers=1)
 
 
 @needs_ffcv

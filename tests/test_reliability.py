@@ -60,17 +60,26 @@ def test_a_live_holder_refuses_the_directory_and_a_killed_one_never_blocks(tmp_p
     start_holder(tmp_path / "run").kill()  # and free for others
 
 
-def test_the_trainer_refuses_a_held_directory_before_writing_anything(tmp_path):
-    holder = start_holder(tmp_path / "run")
+def test_both_launchers_refuse_a_held_directory_before_writing_anything(tmp_path, capsys):
+    stage1 = tmp_path / "imagenet" / "stage1"
+    holders = [start_holder(tmp_path / "cifar"), start_holder(stage1)]
     try:
-        before = sorted(p.name for p in (tmp_path / "run").iterdir())
-        status = cli.cifar_main(["--dataset", "digits", "--epochs", "1", "--max-images", "64", "--report-to", "none",
-                                 "--output-dir", str(tmp_path / "run"), "--resume"])
-        assert status == 2
-        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before == [LOCK_FILE]
+        assert cli.cifar_main(["--dataset", "digits", "--epochs", "1", "--max-images", "64", "--report-to", "none",
+                               "--output-dir", str(tmp_path / "cifar"), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {tmp_path / 'cifar'} is in use by pid {holders[0].pid} ") and err.count("\n") == 1
+        # the ImageNet launcher: per stage (the data is never read: the lock comes first)
+        assert cli.imagenet_main(["--data-dir", str(tmp_path / "no_data"), "--no-teacher", "--stage", "both",
+                                  "--output-dir", str(tmp_path / "imagenet")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: stage1: {stage1} is in use by pid {holders[1].pid} ") and err.count("\n") == 1
+        for directory in (tmp_path / "cifar", stage1):
+            assert [p.name for p in directory.iterdir()] == [LOCK_FILE]
+        assert sorted(p.name for p in (tmp_path / "imagenet").iterdir()) == ["stage1"]  # stage 2 never started
     finally:
-        holder.kill()
-        holder.wait()
+        for holder in holders:
+            holder.kill()
+            holder.wait()
 
 
 def test_stale_temporary_files_of_atomic_writes_are_recognised(tmp_path):

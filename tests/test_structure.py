@@ -137,9 +137,10 @@ LAYER_OF = {  # module name or prefix -> layer; the longest match decides
     "sdbnn.io": "beside", "sdbnn.checkpoints": "beside", "sdbnn.provenance": "beside",
     "sdbnn.reference": "reference",
     "sdbnn.kernels": "kernels",
-    "sdbnn.ops": "ops", "sdbnn.testing": "ops",  # the kernel-vs-reference checks the tests and the GPU session share
+    "sdbnn.ops": "ops",
     "sdbnn.layers": "layers",
     "sdbnn": "models", "sdbnn.models": "models", "sdbnn.official": "models",  # `sdbnn` re-exports models and below
+    "sdbnn.testing": "models",  # the kernel and whole-model checks the tests and the GPU session share
     "sdbnn.engine": "engine/deploy", "sdbnn.deploy": "engine/deploy", "sdbnn.summary": "engine/deploy",
     "sdbnn.export": "engine/deploy",
     "sdbnn.pipelines": "pipelines",

@@ -10,7 +10,6 @@ import copy
 import time
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.common import Budget, Section, log
 from benchmarks.gpu_session.plan import COMPILE_S, Plan, Session, Stage
@@ -19,18 +18,7 @@ ODD_ACT_SHAPE, ODD_WEIGHT_SHAPE = (3, 17, 13, 11), (24, 17, 5, 3)
 CHECK_BATCH = (8, 2)  # (GPU, tiny) batch of the activation checks
 KERNEL_CHECK_S = 2  # one op check on the GPU
 FIRST_CHECKS_S = (25, 150)  # (GPU, tiny) share of the stage's budget for the first op checks (the models need the rest)
-
-# bf16 autocast model comparison: the model compiled with the fused ops against the same weights on the reference
-# backend, both under bf16 autocast (never against fp32: a binary network at bf16 flips signs near 0 and ends
-# somewhere else — the fp32 numbers are recorded to show how far, not used as a limit). Inductor's fusions round
-# differently from eager bf16 and flip a few signs, which moves gradients by a few percent overall, and some small,
-# cancellation-prone tensors (d(alpha) = c·Σ dW) by more. A wrong gradient (surrogate, d(shift), d(alpha), a lost
-# dtype) is off by O(1) across every layer of its kind: every gate, every alpha (≥ 1/6 of the tensors) or the weights
-# (most of the norm).
-BF16_LOSS_RTOL = 0.02  # |Δloss| / |loss|
-BF16_GLOBAL_GRAD_RTOL = 0.10  # ‖ΔG‖ / ‖G‖ over all parameters together
-BF16_PARAMETER_GRAD_RTOL = 0.3  # one parameter tensor's ‖Δg‖ / ‖g‖ ...
-BF16_PARAMETERS_OVER_SHARE = 0.05  # ... which at most this share of the tensors may exceed
+# sdbnn is imported inside the functions: a broken tree still gets the session's files, and preflight says what broke
 
 
 def kernel_check_matrix(plan: Plan) -> tuple[list[tuple], list[tuple]]:
@@ -87,82 +75,49 @@ def run_kernel_checks(section: Section, session: Session, checks: list[tuple], b
     log(f"correctness: {passed}/{len(results)} op checks passed so far")
 
 
-def _loss_and_grads(module, forward, images, labels, backend: str, autocast: bool):
-    import sdbnn
-
-    device_type = images.device.type
-    module.zero_grad(set_to_none=True)
-    with sdbnn.backend(backend), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-        loss = F.cross_entropy(forward(images), labels)
-    loss.backward()
-    grads = {name: p.grad.detach().float().clone() for name, p in module.named_parameters() if p.grad is not None}
-    module.zero_grad(set_to_none=True)
-    return loss.item(), grads
-
-
-def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    scale = b.norm().item()
-    return (a - b).norm().item() / scale if scale > 0 else float((a - b).norm().item() > 0)
-
-
 def compare_model(name: str, session: Session) -> dict:
     """The model compiled with the fused ops vs the same weights on the reference backend, both under bf16 autocast,
     one training step's loss and gradients; the fp32 reference measures bf16's own effect. The compiled model is
     kept for the training stage (compiled once)."""
-    import sdbnn
     from benchmarks import training
+    from sdbnn.testing import (BF16_LOSS_RTOL, BF16_PARAMETER_GRAD_RTOL, bf16_gradient_check, loss_and_gradients,
+                               spread_binary_weights)
 
     plan, device = session.plan, session.device
     case = plan.model_cases[name]
     model = training.build_model(name, "sdbnn", device)
     if name == "resnet18_imagenet":
-        # The official init (uniform [0, 1e-3)) gives each filter one sign, so d(alpha) = c·Σ dW cancels to rounding
-        # noise (tests/test_compile.py); spread weights make the gradients a meaningful comparison.
-        for module in model.modules():
-            if isinstance(module, sdbnn.SDConv2d):
-                torch.nn.init.normal_(module.weight, 0.0, 0.05)
+        spread_binary_weights(model)
     reference_model = copy.deepcopy(model)
     prepared = training.prepare(name, case, "sdbnn", device, compile_backend=plan.compile_backend, autocast=True,
                                 model=model)
     images, labels = prepared.batches[0]
     started = time.perf_counter()
-    compiled_loss, compiled = _loss_and_grads(model, prepared.forward, images, labels, "ops", True)
+    compiled_loss, compiled = loss_and_gradients(model, images, labels, forward=prepared.forward, autocast=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     prepared.first_step_s = time.perf_counter() - started
     session.prepared[(name, "sdbnn")] = prepared
-    reference_loss, reference = _loss_and_grads(reference_model, reference_model, images, labels, "reference", True)
-    fp32_loss, fp32 = _loss_and_grads(reference_model, reference_model, images, labels, "reference", False)
+    reference_loss, reference = loss_and_gradients(reference_model, images, labels, backend="reference", autocast=True)
+    fp32_loss, fp32 = loss_and_gradients(reference_model, images, labels, backend="reference")
     del reference_model
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-    if compiled.keys() != reference.keys():
-        raise AssertionError(f"{name}: gradients of different parameters: {sorted(compiled.keys() ^ reference.keys())}")
-    names = [key for key in reference if reference[key].norm() > 0]
-    flat = {key: torch.cat([grads[key].flatten() for key in names]) for key, grads in
-            (("compiled", compiled), ("reference", reference), ("fp32", fp32))}
-    per_parameter = sorted(({"parameter": key, "error": _relative(compiled[key], reference[key]),
-                             "bf16_vs_fp32": _relative(reference[key], fp32[key])} for key in names),
-                           key=lambda item: item["error"], reverse=True)
-    over = [item["parameter"] for item in per_parameter if item["error"] > BF16_PARAMETER_GRAD_RTOL]
     loss_error = abs(compiled_loss - reference_loss) / max(abs(reference_loss), 1e-12)
-    global_error = _relative(flat["compiled"], flat["reference"])
+    gradients = bf16_gradient_check(compiled, reference, fp32)
+    passed = loss_error <= BF16_LOSS_RTOL and gradients["passed"]
     result = {
         "model": name, "batch": case[0], "resolution": case[1], "compile_backend": plan.compile_backend,
         "first_step_s": round(prepared.first_step_s, 2),
         "loss": {"compiled_bf16": compiled_loss, "reference_bf16": reference_loss, "reference_fp32": fp32_loss,
                  "relative_error": loss_error, "limit": BF16_LOSS_RTOL},
-        "gradients": {"relative_error": global_error, "limit": BF16_GLOBAL_GRAD_RTOL,
-                      "bf16_vs_fp32": _relative(flat["reference"], flat["fp32"]), "parameters": len(names),
-                      "parameters_over": over, "parameters_over_limit": BF16_PARAMETERS_OVER_SHARE,
-                      "worst": per_parameter[:5]},
+        "gradients": gradients, "passed": passed,
     }
-    result["passed"] = (loss_error <= BF16_LOSS_RTOL and global_error <= BF16_GLOBAL_GRAD_RTOL
-                        and len(over) <= BF16_PARAMETERS_OVER_SHARE * len(names))
-    log(f"correctness: {name} compiled bf16 vs reference bf16: loss {loss_error:.1e}, gradients {global_error:.4f}, "
-        f"{len(over)}/{len(names)} tensors over {BF16_PARAMETER_GRAD_RTOL:g} (bf16 vs fp32 reference: "
-        f"{result['gradients']['bf16_vs_fp32']:.3f}) -> {'ok' if result['passed'] else 'FAIL'}")
+    log(f"correctness: {name} compiled bf16 vs reference bf16: loss {loss_error:.1e}, gradients "
+        f"{gradients['relative_error']:.4f}, {len(gradients['parameters_over'])}/{gradients['parameters']} tensors over "
+        f"{BF16_PARAMETER_GRAD_RTOL:g} (bf16 vs fp32 reference: {gradients['bf16_vs_fp32']:.3f}) -> "
+        f"{'ok' if result['passed'] else 'FAIL'}")
     return result
 
 
@@ -187,6 +142,8 @@ def correctness(section: Section, session: Session) -> None:
 
 
 def correctness_table(data: dict) -> str:
+    from sdbnn.testing import BF16_GLOBAL_GRAD_RTOL, BF16_LOSS_RTOL, BF16_PARAMETER_GRAD_RTOL, BF16_PARAMETERS_OVER_SHARE
+
     checks = data.get("kernel_checks", [])
     failed = [check["check"] for check in checks if not check["passed"]]
     failures = f": failed {', '.join(failed)}" if failed else ""

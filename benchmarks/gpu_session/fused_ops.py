@@ -28,28 +28,22 @@ def fused_op_jobs(plan: Plan) -> list[tuple]:
 
 
 def launch_configs(jobs: list[tuple]) -> list[dict]:
-    """What the launchers choose for each job (kernel, grid, constexprs, num_warps), recorded on meta tensors: the
-    configuration this stage measures, to read next to `benchmarks.kernel_resources`' predictions for it."""
-    from sdbnn.kernels import act_sign, launches, weight_sign
+    """What the launchers choose for each job (kernel, grid, constexprs, num_warps), recorded on meta tensors as
+    `benchmarks.kernel_resources` records its sweep: the configuration this stage measures, to read next to that
+    tool's predictions for it."""
+    from benchmarks.kernel_resources import TRITON_TYPES, recorded_launches
 
-    meta = torch.device("meta")
-    k = t = torch.empty((), device=meta)
     described = []
     for op, (name, act_shape, weight_shape, layout), dtype in jobs:
-        with launches.recording() as recorded:
-            if op == "act_sign":
-                x = torch.empty(act_shape, dtype=dtype, device=meta)
-                x = x.to(memory_format=torch.channels_last) if layout == "nhwc" else x
-                shift = torch.empty(act_shape[:2], dtype=dtype, device=meta)
-                act_sign.forward(x, shift)
-                act_sign.backward(torch.empty_like(x), x, shift, k, t, "ede")
-            else:
-                w = torch.empty(weight_shape, dtype=dtype, device=meta)
-                alpha = torch.empty(weight_shape[:1], dtype=dtype, device=meta)
-                weight_sign.forward(w, alpha)
-                weight_sign.backward(torch.empty_like(w), w, alpha, k, t, "ede")
+        storage = TRITON_TYPES[dtype]
+        if op == "act_sign":
+            launches = recorded_launches({act_shape: [name]}, {}, act_storage=(storage,),
+                                         channels_last=(layout == "nhwc",), optional=(True,), surrogates=("ede",))
+        else:
+            launches = recorded_launches({}, {weight_shape: [name]}, weight_storage=((storage, storage),),
+                                         optional=(True,), surrogates=("ede",))
         described.append({"op": op, "case": name, "layout": layout, "dtype": str(dtype).removeprefix("torch."),
-                          "launches": [item.config.describe() for item in recorded]})
+                          "launches": [item.config.describe() for item, _ in launches]})
     return described
 
 
