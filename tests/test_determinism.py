@@ -2,9 +2,9 @@
 CPU kind and library versions); recording diagnostics does not change it."""
 
 import pytest
-from safetensors.torch import load_file
-
 from helpers import LAUNCH, cpu_env, run_script
+
+from sdbnn.engine.runs import Run
 
 
 def _train(directory, *flags):
@@ -12,7 +12,7 @@ def _train(directory, *flags):
                         "--max-images", "320", "--seed", "3", "--output-dir", str(directory), *flags,
                         env=cpu_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-2000:]
-    return load_file(directory / "model.safetensors")
+    return Run(directory).weights()
 
 
 @pytest.mark.slow  # two training subprocesses

@@ -1,20 +1,19 @@
 """Training diagnostics on tiny models where each number can be worked out by hand, and the late-epoch stability
 options: they round-trip through a recipe, the resolved config and --resume, and leave the paper recipes alone."""
 
-import json
 import math
 
 import pytest
 import torch
 import yaml
 from helpers import LAUNCH, cpu_env, run_script
-from safetensors.torch import load_file
 from torch import nn
 
 import sdbnn
 from sdbnn.engine import cli
-from sdbnn.engine.config import TrainConfig, load_recipe
+from sdbnn.engine.config import load_recipe
 from sdbnn.engine.diagnostics import TrainingDiagnostics, band_fraction, batchnorm_gap, flip_fraction
+from sdbnn.engine.runs import Run
 
 
 class ChannelVote(nn.Module):
@@ -106,14 +105,14 @@ def test_stability_options_round_trip_through_recipe_config_and_resume(tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     resumed = run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(stopped), "--resume", env=one_thread)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    saved = yaml.safe_load((straight / "config.yaml").read_text())
+    saved = Run(straight).config_values()
     assert {key: saved[key] for key in options} == options
-    assert TrainConfig.from_dict(saved) == cli.cifar_config([*common, "--output-dir", str(straight)])[0]
-    records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert Run(straight).config() == cli.cifar_config([*common, "--output-dir", str(straight)])[0]
+    records = Run(straight).records()
     assert [r["t"] for r in records][-1] == 0.5 and records[-1]["k"] == 2.0  # capped
-    a, b = load_file(straight / "model.safetensors"), load_file(stopped / "model.safetensors")
+    a, b = Run(straight).weights(), Run(stopped).weights()
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
-    resumed_records = [json.loads(line) for line in (stopped / "metrics.jsonl").read_text().splitlines()]
+    resumed_records = Run(stopped).records()
     assert [r["val_top1"] for r in records] == [r["val_top1"] for r in resumed_records]
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from helpers import LAUNCH, ROOT, cpu_env, run_script
 
 import sdbnn
@@ -88,9 +87,9 @@ def test_reproduce_trains_the_recipe_and_compares_with_the_paper(tmp_path):
     run_dir = tmp_path / "run"
     result = script("reproduce.py", "cifar10_resnet20", *FEW_DIGITS, "--epochs", "2", "--output-dir", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["lr"] == 0.11 and config["t_min"] == 1e-3  # the recipe's values, under the overrides
-    summary = json.loads((run_dir / "summary.json").read_text())
+    config = runs.Run(run_dir).config()
+    assert config.lr == 0.11 and config.t_min == 1e-3  # the recipe's values, under the overrides
+    summary = runs.Run(run_dir).summary()
     report = json.loads((run_dir / "reproduction.json").read_text())
     assert report["paper"]["top1"] == 86.9
     assert report["best"]["top1"] == pytest.approx(100 * summary["best"]["val_top1"])
@@ -122,15 +121,15 @@ def ablation_root(tmp_path_factory):
 
 def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(ablation_root):
     root = ablation_root
-    configs = {variant: yaml.safe_load((root / variant / "seed1" / "config.yaml").read_text())
-               for variant in ("baseline", "tcap1")}
-    assert configs["baseline"]["model_options"] == {"asd": "off", "wsd": False} and configs["baseline"]["t_cap"] is None
-    assert configs["tcap1"]["model_options"] == {} and configs["tcap1"]["t_cap"] == 1.0
-    assert {configs[variant]["seed"] for variant in configs} == {1}
+    finished = runs.finished_runs(root)
+    assert list(finished) == [(variant, seed) for variant in ("baseline", "tcap1") for seed in (0, 1)]
+    configs = {variant: finished[(variant, 1)].config() for variant in ("baseline", "tcap1")}
+    assert configs["baseline"].model_options == {"asd": "off", "wsd": False} and configs["baseline"].t_cap is None
+    assert configs["tcap1"].model_options == {} and configs["tcap1"].t_cap == 1.0
+    assert {configs[variant].seed for variant in configs} == {1}
     table = json.loads((root / "ablations.json").read_text())["variants"]
     for variant in ("baseline", "tcap1"):
-        finals = [json.loads((root / variant / f"seed{s}" / "summary.json").read_text())["final"]["val_top1"]
-                  for s in (0, 1)]
+        finals = [finished[(variant, s)].summary()["final"]["val_top1"] for s in (0, 1)]
         assert table[variant]["final_mean"] == pytest.approx(statistics.fmean(finals))
         assert table[variant]["final_std"] == pytest.approx(statistics.stdev(finals))
     versus = table["tcap1"]["vs_baseline"]["best"]
@@ -138,10 +137,11 @@ def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(ablation_roo
     assert 0 <= versus["p_value"] <= 1 and "vs_baseline" not in table["baseline"]
     assert (root / "ablations.png").stat().st_size > 0 and (root / "ablations_curves.png").stat().st_size > 0
     assert "| baseline | 2 |" in (root / "ablations.md").read_text()
-    before = (root / "baseline" / "seed0" / "summary.json").stat().st_mtime_ns
+    summary_file = finished[("baseline", 0)].path(runs.SUMMARY)
+    before = summary_file.stat().st_mtime_ns
     again = run_script(LAUNCH / "ablations.py", *ABLATION_ARGS, "--output-dir", str(root), env=ONE_THREAD)
     assert again.returncode == 0, again.stderr[-3000:]  # finished runs are reused, not retrained
-    assert (root / "baseline" / "seed0" / "summary.json").stat().st_mtime_ns == before
+    assert summary_file.stat().st_mtime_ns == before
     clash = script("ablations.py", "--seed", "3", *DIGITS)
     assert clash.returncode == 2 and "--seed is chosen by the ablation runner" in clash.stderr
 
@@ -156,8 +156,9 @@ def test_a_run_is_the_same_alone_or_after_other_runs_in_the_runners_process(abla
     args[args.index("--seeds") + 1:args.index("--seeds") + 3] = ["1"]
     trained = run_script(LAUNCH / "ablations.py", *args, "--output-dir", str(alone), env=ONE_THREAD)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    weights = "tcap1/seed1/model.safetensors"
-    assert (alone / weights).read_bytes() == (ablation_root / weights).read_bytes()
+    alone_bytes, after_others_bytes = (runs.Run(runs.run_directory(root, "tcap1", 1)).path(runs.WEIGHTS).read_bytes()
+                                       for root in (alone, ablation_root))
+    assert alone_bytes == after_others_bytes
 
 def test_imagenet_rows_run_the_two_stage_launcher():
     launcher_args = ["--data-dir", "/data/imagenet", "--output-dir", "runs/in"]
@@ -204,12 +205,12 @@ def test_late_epoch_study_tabulates_recipe_options_with_the_batchnorm_control(ab
     study = json.loads((out / "late-epoch.json").read_text())["settings"]["digits1"]["variants"]
     assert set(study) == {"baseline", "tcap1"} and "vs_baseline" in study["tcap1"]
     for variant, row in study.items():
-        summaries = [json.loads((root / variant / f"seed{s}" / "summary.json").read_text()) for s in (0, 1)]
+        seeds = [runs.Run(runs.run_directory(root, variant, s)) for s in (0, 1)]
+        summaries = [run.summary() for run in seeds]
         assert [r["final_top1"] for r in row["runs"]] == [s["final"]["val_top1"] for s in summaries]
         assert all(0.0 <= r["recalibrated_top1"] <= 1.0 for r in row["runs"])
         assert [e["epoch"] for e in row["last_epochs"]] == [0, 1]  # both epochs of the diagnostics, seed means
-        flips = [json.loads(line)["weight_flip_fraction"]
-                 for s in (0, 1) for line in (root / variant / f"seed{s}" / "metrics.jsonl").read_text().splitlines()]
+        flips = [record["weight_flip_fraction"] for run in seeds for record in run.records()]
         assert row["last_epochs"][1]["weight_flip_fraction"] == pytest.approx(statistics.fmean(flips[1::2]))
     markdown = (out / "late-epoch.md").read_text()
     assert "| digits1 | tcap1 | 2 |" in markdown and "## Diagnostics, last epochs — digits1, baseline" in markdown

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from helpers import LAUNCH, require_optional, run_script, run_two_nodes
-from safetensors.torch import load_file
 
 import sdbnn
 from sdbnn.engine import cli
+from sdbnn.engine.runs import WEIGHTS, Run
 
 TINY = ["--epochs", "1", "--batch-size", "4", "--resolution", "64", "--workers", "0"]
 
@@ -49,12 +48,12 @@ def test_both_stages_run_and_write_outputs(imagenet_dir, teacher_weights, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count(f"world size {processes},") == 2
     for stage in ("stage1", "stage2"):
-        assert {"model.safetensors", "checkpoint.pt", "metrics.jsonl", "summary.json"} <= {
-            p.name for p in (tmp_path / stage).iterdir()}
-    stage2 = yaml.safe_load((tmp_path / "stage2" / "config.yaml").read_text())
-    assert stage2["init_from"] == str(tmp_path / "stage1" / "model.safetensors")
-    assert stage2["model_options"] == {"binary_weights": True, "wsd": True} and stage2["weight_decay"] == 0.0
-    assert stage2["teacher"] == "resnet34" and stage2["kd_alpha"] == 1.0
+        run = Run(tmp_path / stage)
+        assert run.finished and run.resumable and [r["epoch"] for r in run.records()] == [0] and run.weights()
+    stage2 = Run(tmp_path / "stage2").config()
+    assert stage2.init_from == str(Run(tmp_path / "stage1").path(WEIGHTS))
+    assert stage2.model_options == {"binary_weights": True, "wsd": True} and stage2.weight_decay == 0.0
+    assert stage2.teacher == "resnet34" and stage2.kd_alpha == 1.0
     if processes == 2:  # the same command with --resume: rank 0 finds both stages finished, no rank trains
         again = launch("--data-dir", str(imagenet_dir), *TINY, "--teacher-weights", str(teacher_weights),
                        "--output-dir", str(tmp_path), "--resume", processes=processes)
@@ -76,7 +75,7 @@ def test_stage2_starts_from_stage1_and_teacher_stays_frozen(imagenet_dir, teache
     assert all(torch.equal(v, stage1.teacher.state_dict()[k]) for k, v in teacher_before.items())
 
     stage2 = Trainer(stage2_config)
-    weights = load_file(tmp_path / "stage1" / "model.safetensors")
+    weights = Run(tmp_path / "stage1").weights()
     assert all(torch.equal(weights[k], v) for k, v in stage2.model.state_dict().items())
     convs = [m for m in stage2.model.modules() if isinstance(m, sdbnn.SDConv2d)]
     assert all(m.binary_weights and m.wsd and m.alpha.requires_grad for m in convs)
@@ -103,7 +102,7 @@ def test_stage1_trains_from_ffcv_files(imagenet_dir, tmp_path):
                     "--output-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "using torchvision" not in result.stderr  # the .beton files were read, not a fallback
-    records = [yaml.safe_load(line) for line in (tmp_path / "run" / "stage1" / "metrics.jsonl").read_text().splitlines()]
+    records = Run(tmp_path / "run" / "stage1").records()
     assert [r["epoch"] for r in records] == [0] and all(r["val_samples"] == 20 for r in records)
 
 
@@ -116,8 +115,8 @@ def test_missing_teacher_weights_is_one_clear_error_and_no_teacher_opts_out(imag
     opted_out = launch("--data-dir", str(imagenet_dir), *TINY, "--no-teacher", "--stage", "1", "--output-dir",
                        str(tmp_path / "plain"))
     assert opted_out.returncode == 0, opted_out.stderr[-3000:]
-    config = yaml.safe_load((tmp_path / "plain" / "stage1" / "config.yaml").read_text())
-    assert config["teacher"] is None and config["teacher_weights"] is None
+    config = Run(tmp_path / "plain" / "stage1").config()
+    assert config.teacher is None and config.teacher_weights is None
 
 
 @pytest.mark.slow
@@ -130,6 +129,5 @@ def test_stage1_on_two_nodes_equals_two_processes_on_one_node(imagenet_dir, teac
         *stage1, "--output-dir", str(tmp_path / "two_nodes" if machine == 0 else elsewhere)])
     assert [node.returncode for node in nodes] == [0, 0], nodes[0].stderr[-3000:] + nodes[1].stderr[-3000:]
     assert "world size 2," in nodes[0].stdout and not elsewhere.exists()
-    a = load_file(tmp_path / "one_node" / "stage1" / "model.safetensors")
-    b = load_file(tmp_path / "two_nodes" / "stage1" / "model.safetensors")
+    a, b = Run(tmp_path / "one_node" / "stage1").weights(), Run(tmp_path / "two_nodes" / "stage1").weights()
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)

@@ -1,13 +1,10 @@
 """It learns: SD-BNN ResNet-20 with the EDE schedule on real handwritten digits, through the training launcher."""
 
-import json
-
 import pytest
 import torch
 from helpers import LAUNCH, run_script
-from safetensors.torch import load_file
 
-import sdbnn
+from sdbnn.engine.runs import Run
 from sdbnn.pipelines.digits import load_digits
 from sdbnn.pipelines.transforms import normalize
 
@@ -20,7 +17,7 @@ def test_resnet20_learns_digits(tmp_path):
                         "--batch-size", "64", "--lr", "0.11", "--t-min", "1e-3", "--output-dir", str(tmp_path),
                         timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = Run(tmp_path).records()
     assert [r["epoch"] for r in records] == list(range(15))
     assert records[0]["t"] == 1e-3 and records[0]["k"] == 1000.0
     best = max(r["val_top1"] for r in records)
@@ -28,8 +25,7 @@ def test_resnet20_learns_digits(tmp_path):
     assert records[0]["val_top1"] < 0.5  # it really learned, from chance
 
     # The saved weights reproduce the last epoch's held-out accuracy.
-    model = sdbnn.create_model("resnet20")
-    model.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    model = Run(tmp_path).model()
     _, held_out = load_digits()
     with torch.no_grad():
         predictions = model.eval()(normalize(held_out.images)).argmax(1)

@@ -2,32 +2,26 @@
 and inf, progress output (resumes and preemption: test_long_runs.py)."""
 
 import io
-import json
 import subprocess
 import sys
 
 import pytest
 import torch
 from helpers import LAUNCH, ROOT, cpu_env, require_optional, run_script, torch_threads
-from safetensors.torch import load_file
-
 import sdbnn
+from sdbnn.engine.runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, WEIGHTS, Run
+from sdbnn.engine.state import read_training_state
 from sdbnn.pipelines.digits import load_digits
 from sdbnn.pipelines.transforms import normalize
 
 LAUNCHER = str(LAUNCH / "cifar.py")
 DIGITS = ["--dataset", "digits", "--batch-size", "64"]
-OUTPUTS = {"config.yaml", "metrics.jsonl", "metrics.csv", "training_curve.png", "checkpoint.pt", "model.safetensors",
-           "summary.json"}
+OUTPUTS = {CONFIG, METRICS, "metrics.csv", "training_curve.png", CHECKPOINT, WEIGHTS, SUMMARY}
 
 
 def run(*args, processes=1, threads=None):
     env = cpu_env(OMP_NUM_THREADS=str(threads)) if threads is not None else None
     return run_script(LAUNCHER, *args, processes=processes, env=env)
-
-
-def records(directory):
-    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("processes", [1, 2])
@@ -38,16 +32,15 @@ def test_launcher_writes_every_output(tmp_path, processes):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"world size {processes}," in result.stdout
     assert OUTPUTS <= {p.name for p in tmp_path.iterdir()}
-    epochs = records(tmp_path)
+    epochs = Run(tmp_path).records()
     assert [r["epoch"] for r in epochs] == [0, 1]
     assert all(r["val_samples"] == 397 for r in epochs)  # the full held-out set, over all ranks
     assert epochs[0]["t"] == 1e-3 and epochs[1]["train_loss"] < epochs[0]["train_loss"]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = Run(tmp_path).summary()
     assert summary["final"]["epoch"] == 1 and summary["best"]["val_top1"] == max(r["val_top1"] for r in epochs)
     assert result.stdout.count("final top-1") == 1  # only the main process reports
     if processes == 1:  # the saved weights give the last epoch's held-out accuracy (the learning test's check, fast)
-        model = sdbnn.create_model("resnet20")
-        model.load_state_dict(load_file(tmp_path / "model.safetensors"))
+        model = Run(tmp_path).model()
         _, held_out = load_digits()
         with torch.no_grad(), sdbnn.backend("reference"), torch_threads(1):
             predictions = model.eval()(normalize(held_out.images)).argmax(1)
@@ -57,7 +50,7 @@ def test_launcher_writes_every_output(tmp_path, processes):
     require_optional("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from sdbnn.engine.trainer import TRACKED
+    from sdbnn.engine.trackers import TRACKED
 
     (events,) = (tmp_path / "tensorboard" / "sdbnn").glob("events.out.tfevents.*")
     board = EventAccumulator(str(events)).Reload()
@@ -77,9 +70,9 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
     double = run(*DIGITS, "--epochs", "2", "--output-dir", str(two), processes=2)
     assert double.returncode == 0, double.stderr[-3000:]
     assert "world size 1," in single.stdout and "world size 2," in double.stdout
-    losses_one, losses_two = ([r["train_loss"] for r in records(d)] for d in (one, two))
+    losses_one, losses_two = ([r["train_loss"] for r in Run(d).records()] for d in (one, two))
     assert losses_one == pytest.approx(losses_two, rel=1e-6, abs=0)
-    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    a, b = Run(one).weights(), Run(two).weights()
     learned = [key for key in a if "running_" not in key and "num_batches" not in key]
     assert len(learned) > 60
     for key in learned:  # BatchNorm running statistics differ by design: DDP keeps rank 0's
@@ -93,14 +86,14 @@ def test_clear_errors_and_nothing_overwritten(tmp_path):
     assert result.returncode == 2 and "does not exist" in result.stderr
     run_dir, small = tmp_path / "run", [*DIGITS, "--max-images", "128", "--epochs", "2"]
     assert run(*small, "--output-dir", str(run_dir), "--stop-after-epoch", "1").returncode == 0
-    checkpoint = (run_dir / "checkpoint.pt").read_bytes()
+    checkpoint = Run(run_dir).path(CHECKPOINT).read_bytes()
     again = run(*small, "--output-dir", str(run_dir))
     assert again.returncode == 2 and "already holds a run" in again.stderr
     other = run("--model", "vgg_small", *small, "--output-dir", str(run_dir), "--resume")
     assert other.returncode == 2 and "of model 'resnet20', not 'vgg_small'" in other.stderr
-    assert (run_dir / "checkpoint.pt").read_bytes() == checkpoint
+    assert Run(run_dir).path(CHECKPOINT).read_bytes() == checkpoint
     (tmp_path / "corrupt").mkdir()
-    (tmp_path / "corrupt" / "checkpoint.pt").write_bytes(checkpoint[:1000])
+    (tmp_path / "corrupt" / CHECKPOINT).write_bytes(checkpoint[:1000])
     corrupt = run(*small, "--output-dir", str(tmp_path / "corrupt"), "--resume")
     assert corrupt.returncode == 2 and "corrupt" in corrupt.stderr
 
@@ -123,8 +116,8 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, 
     monkeypatch.setattr(trainer, "_loss", failing_loss)
     with pytest.raises(TrainingDiverged, match=f"loss became {bad} at epoch 2, step 2;"), torch_threads(1):
         trainer.fit()
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert state["epoch"] == 1 and len(records(tmp_path)) == 1
+    state = read_training_state(Run(tmp_path).path(CHECKPOINT))
+    assert state["epoch"] == 1 and len(Run(tmp_path).records()) == 1
 
 
 def test_progress_is_a_live_bar_on_a_terminal_and_one_line_per_epoch_in_a_file(tmp_path, monkeypatch):
