@@ -13,6 +13,8 @@ One module per stage, each with what it measures, its budget (GPU and --tiny) an
   training_step.py  training-step img/s: resnet18_imagenet fused+compiled vs eager fp32 reference vs its
                     full-precision twin vs compiled reference; resnet20 with and without CUDA graphs
   trainer.py        the real Trainer, 2 epochs of synthetic CIFAR kept on the device: its img/s next to the bare step
+  predictions.py    the measured steps (and one profiled ResNet-20 step's kernels) against benchmarks.cuda_graph's
+                    predictions made without a GPU
   gpu_tests.py      `pytest -m gpu`, only when given a budget (--budget gpu_tests=SECONDS)
   targets.py        the README's targets against what this run measured
 plan.py holds what they share (the GPU and tiny plans, the session, the Stage record); __main__.py runs them in order.

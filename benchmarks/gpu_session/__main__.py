@@ -14,12 +14,13 @@ import torch
 
 from benchmarks import gpu_session
 from benchmarks.common import Budget, Interrupted, Report, device_name, device_slug, environment, log
-from benchmarks.gpu_session import correctness, fused_ops, gpu_tests, preflight, targets, trainer, training_step
+from benchmarks.gpu_session import (correctness, fused_ops, gpu_tests, predictions, preflight, targets, trainer,
+                                    training_step)
 from benchmarks.gpu_session.plan import GPU_PLAN, TINY_PLAN, Session
 
 # priority order: what the README's claims need most runs first
 STAGES = {stage.name: stage for stage in (preflight.STAGE, correctness.STAGE, fused_ops.STAGE, training_step.STAGE,
-                                          trainer.STAGE, gpu_tests.STAGE, targets.STAGE)}
+                                          trainer.STAGE, predictions.STAGE, gpu_tests.STAGE, targets.STAGE)}
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -1,0 +1,595 @@
+"""The CUDA training graph compiled for sm_90 / sm_80 on a CPU-only machine, and the H100 step it predicts.
+
+    python -m benchmarks.cuda_graph                                        # 4 models × bf16, fp32 × sm_90, sm_80
+    python -m benchmarks.cuda_graph --arch 90 --models resnet20 --precision bf16 --out /tmp/cg
+
+Each model at its recipe's per-device batch and image size, channels_last, compiled as the Trainer compiles it on
+CUDA (`torch.compile(model, fullgraph=True)`, Inductor, default mode), forward and backward, with Inductor's Triton
+kernels compiled to cubin for the target (`benchmarks.cuda_offline` holds every patch of torch internals).
+
+How, without a GPU: the C++ autograd engine will not run a backward on fake CUDA tensors, so dynamo and AOTAutograd
+trace the step on CPU tensors (bf16: under CPU autocast), exactly as for a CUDA compile up to the partitioned
+forward and backward graphs; each of those is then moved to `cuda:0` (device arguments and fake inputs) and handed to
+Inductor's `compile_fx_inner` for the CUDA target. What can differ from a GPU compile: (1) autocast's CPU policy
+instead of CUDA's — checked on every run: one forward on fake CUDA tensors under CUDA autocast and one on CPU under
+CPU autocast must run the same ops with the same dtypes (`autocast_check`); (2) the joint-graph passes and the
+partitioner ran on CPU tensors (they do not branch on the device for these graphs' ops, as far as read); (3) no mm
+padding and no autotuning: both benchmark on the device (the Trainer's default mode does not autotune; reductions
+with several configs are all compiled and the slowest-assumed is not chosen — bytes do not depend on the config).
+
+Prediction (H100 SXM, named constants below): each Inductor kernel max(Inductor's own byte count / HBM bandwidth,
+its FLOPs / FP32 peak), each convolution and mm max(bytes / bandwidth, FLOPs / tensor-core peak), each custom op its
+inputs' and outputs' bytes / bandwidth, plus `LAUNCH_US` per launch; the eager rest of a step (cross-entropy and its
+gradient, the optimizer's foreach step) is counted op by op on fake CUDA tensors, as is the whole eager fp32
+reference step. Predictions, not measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from benchmarks.kernel_resources import MODELS, recipe_batch
+
+ROOT = Path(__file__).resolve().parent.parent
+HBM_BYTES_PER_S = 3.35e12  # H100 SXM HBM3
+TENSOR_FLOPS = {torch.bfloat16: 989e12, torch.float16: 989e12, torch.float32: 494e12}  # dense; fp32 convs run TF32
+MM_FP32_FLOPS = 67e12  # fp32 mm without TF32 (torch's default for matmul), and Inductor's pointwise math
+LAUNCH_US = 4.0  # per kernel launch: host launch + the device's gap between kernels
+EAGER_OP_US = 8.0  # per eager aten op: Python + dispatcher + launch (the eager reference is host-bound on small ops)
+FOREACH_TENSORS_PER_LAUNCH = 64  # multi_tensor_apply's tensors per launch (depth 2-4 lists)
+OPTIMIZERS = {"resnet20": "sgd", "vgg_small": "sgd", "resnet18_cifar": "sgd", "resnet18_imagenet": "adam"}
+CLASSES = {"resnet18_imagenet": 1000}
+NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "detach", "lift_fresh"}
+
+
+# --- compiling ---------------------------------------------------------------------------------------------------
+
+
+def _retarget(gm: torch.fx.GraphModule, example_inputs, fake_mode):
+    """``gm`` (traced on CPU) moved to cuda:0: device arguments rewritten, fake CUDA inputs, fake values
+    propagated again."""
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    cuda = torch.device("cuda:0")
+
+    def swap(value):
+        if isinstance(value, torch.device):
+            return cuda if value.type == "cpu" else value
+        if isinstance(value, (list, tuple)):
+            return type(value)(swap(item) for item in value)
+        return {key: swap(item) for key, item in value.items()} if isinstance(value, dict) else value
+
+    for node in gm.graph.nodes:
+        node.args, node.kwargs = swap(node.args), swap(node.kwargs)
+    gm.recompile()
+    with fake_mode:
+        inputs = [torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, device=cuda)
+                  if isinstance(x, torch.Tensor) else x for x in example_inputs]
+    FakeTensorProp(gm, mode=fake_mode).propagate_dont_convert_inputs(*inputs)
+    return gm, inputs
+
+
+def _placeholder_outputs(gm: torch.fx.GraphModule):
+    """A boxed callable returning uninitialised CPU tensors shaped like ``gm``'s outputs: the step runs on CPU
+    without computing anything, so that AOTAutograd reaches the backward."""
+    outputs = next(node for node in gm.graph.nodes if node.op == "output").args[0]
+    specs = [(node.meta["val"].size(), node.meta["val"].stride(), node.meta["val"].dtype)
+             if isinstance(node, torch.fx.Node) and isinstance(node.meta.get("val"), torch.Tensor) else None
+             for node in outputs]
+
+    def run(args):
+        args.clear()
+        return [None if spec is None else torch.empty_strided(spec[0], spec[1], dtype=spec[2]) for spec in specs]
+
+    run._boxed_call = True
+    return run
+
+
+def compile_step(model_name: str, batch: int, size: int, precision: str, arch: int, backend: str = "ops",
+                 compile_kernels: bool = True) -> dict:
+    """Forward and backward of one training step compiled for sm_<arch>: {"graphs": [{backward, code, gm}],
+    "kernels": [compiled kernel configs], "dynamo_graphs", "graph_breaks"}."""
+    import sdbnn
+    from torch._dynamo.utils import counters
+    from torch._guards import detect_fake_mode
+    from torch._inductor.compile_fx import compile_fx, compile_fx_inner
+
+    from benchmarks import cuda_offline
+
+    torch._dynamo.reset()
+    counters.clear()
+    cuda_offline.compiled_kernels.clear()
+    graphs, dynamo_graphs = [], []
+
+    def inner(gm, example_inputs, **kwargs):
+        placeholder = _placeholder_outputs(gm)
+        cuda_gm, inputs = _retarget(copy.deepcopy(gm), example_inputs, detect_fake_mode(example_inputs))
+        with cuda_offline.cuda_target(arch, compile_kernels):
+            compiled = compile_fx_inner(cuda_gm, inputs, **kwargs)
+        graphs.append({"backward": bool(kwargs.get("is_backward")), "code": compiled.source_code, "gm": cuda_gm})
+        return placeholder
+
+    def backend_fn(gm, example_inputs):
+        dynamo_graphs.append(gm)
+        return compile_fx(gm, example_inputs, inner_compile=inner, decompositions=cuda_offline.cuda_decompositions())
+
+    model = build(model_name)
+    images = torch.empty(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(model, backend=backend_fn, fullgraph=True)
+    with sdbnn.backend(backend), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+        logits = compiled(images)
+    logits.float().sum().backward()
+    return {"graphs": graphs, "kernels": list(cuda_offline.compiled_kernels), "dynamo_graphs": len(dynamo_graphs),
+            "graph_breaks": sum(counters["graph_break"].values())}
+
+
+def build(model_name: str, channels_last: bool = True) -> torch.nn.Module:
+    """The model as `benchmarks.training` builds it for a GPU step: train mode, channels_last, EDE (k, t) set."""
+    import sdbnn
+
+    torch.manual_seed(0)
+    model = sdbnn.create_model(model_name).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if not model_name.endswith("_fp"):
+        sdbnn.set_ede(model, 1.0, 1.0)
+    return model
+
+
+# --- reading the compiled graphs ---------------------------------------------------------------------------------
+
+
+def _numel_bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    return sum(_numel_bytes(item) for item in value) if isinstance(value, (list, tuple)) else 0
+
+
+def _conv_flops(weight_shape, output_shape) -> float:
+    return 2.0 * math.prod(output_shape) * math.prod(weight_shape[1:])
+
+
+def extern_cost(node: torch.fx.Node) -> dict | None:
+    """{op, bytes, flops, dtype} of a graph node that Inductor leaves to an external kernel (convolution, mm, the
+    custom ops), or None. Bytes: the node's inputs and outputs, each once (the custom ops' kernels stream each
+    tensor once: `benchmarks.kernel_resources`)."""
+    target, aten = node.target, torch.ops.aten
+    values = [arg.meta.get("val") for arg in node.all_input_nodes]
+    out = node.meta.get("val")
+    io = sum(_numel_bytes(value) for value in values) + _numel_bytes(out)
+    if target is aten.convolution.default:
+        return {"op": "convolution", "bytes": io, "flops": _conv_flops(values[1].shape, out.shape),
+                "dtype": values[0].dtype}
+    if target is aten.convolution_backward.default:
+        grad, _, weight = values[:3]
+        masks = node.args[-1]
+        return {"op": "convolution_backward", "bytes": io, "dtype": grad.dtype,
+                "flops": _conv_flops(weight.shape, grad.shape) * (int(masks[0]) + int(masks[1]))}
+    if target in (aten.mm.default, aten.addmm.default, aten.bmm.default):
+        a, b = values[-2:]
+        return {"op": "mm", "bytes": io, "flops": 2.0 * math.prod(a.shape) * b.shape[-1], "dtype": a.dtype}
+    if getattr(target, "namespace", None) == "sdbnn":
+        return {"op": f"sdbnn::{target._opname}", "bytes": io, "flops": 0.0, "dtype": None}
+    return None
+
+
+_META = re.compile(r"'kernel_name': '(\w+)'.*?'kernel_num_gb': ([\d.e+-]+)(?:.*?'kernel_flop': ([\d.e+-]+))?")
+_LAUNCH = re.compile(r"^\s+(triton_\w+)\.run\(", re.MULTILINE)
+_EXTERN = re.compile(r"(extern_kernels\.(\w+)|torch\.ops\.(\w+)\.(\w+)\.\w+|aten\.(\w+)\.\w+)\(")
+
+
+def graph_cost(code: str, gm: torch.fx.GraphModule) -> dict:
+    """Launches, bytes and FLOPs of one compiled graph: Triton kernels from Inductor's output code (its own
+    `kernel_num_gb`), external calls from the graph's nodes, counted against the calls in the output code."""
+    meta = {name: (float(gb) * 1e9, float(flop or 0)) for name, gb, flop in _META.findall(code)}
+    call = code[code.rindex("def call(self, args)") if "def call(self, args)" in code else code.rindex("def call("):]
+    launches = Counter(_LAUNCH.findall(call))
+    extern_calls = Counter()
+    for match in _EXTERN.finditer(call):
+        name = match.group(2) or match.group(4) or match.group(5)
+        extern_calls[f"sdbnn::{name}" if match.group(3) == "sdbnn" else name] += 1
+    externs = [cost for cost in map(extern_cost, gm.graph.nodes) if cost is not None]
+    per_kernel = {name: {"launches": count, "bytes": meta[name][0],
+                         "predicted_us": 1e6 * max(meta[name][0] / HBM_BYTES_PER_S, meta[name][1] / MM_FP32_FLOPS)}
+                  for name, count in launches.items()}
+    time_s = sum(kernel["predicted_us"] * kernel["launches"] for kernel in per_kernel.values()) / 1e6
+    for cost in externs:
+        peak = MM_FP32_FLOPS if cost["op"] == "mm" and cost["dtype"] == torch.float32 else TENSOR_FLOPS.get(
+            cost["dtype"], math.inf)
+        time_s += max(cost["bytes"] / HBM_BYTES_PER_S, cost["flops"] / peak)
+    n_launches = sum(launches.values()) + len(externs)
+    return {
+        "triton_launches": sum(launches.values()), "triton_kernels": len(meta), "per_kernel": per_kernel,
+        "extern_calls": dict(extern_calls), "extern_nodes": dict(Counter(cost["op"] for cost in externs)),
+        "triton_bytes": sum(meta[name][0] * count for name, count in launches.items()),
+        "extern_bytes": sum(cost["bytes"] for cost in externs),
+        "flops": sum(cost["flops"] for cost in externs) + sum(meta[n][1] * c for n, c in launches.items()),
+        "launches": n_launches, "time_ms": 1e3 * time_s + n_launches * LAUNCH_US / 1e3,
+        "conv_dtypes": dict(Counter(str(cost["dtype"]).removeprefix("torch.") for cost in externs
+                                    if cost["op"] == "convolution")),
+    }
+
+
+# --- eager costs: the rest of a compiled step, and the eager reference step ------------------------------------
+
+
+class OpCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Each aten op that launches a kernel (not views, not allocations): bytes of its tensor inputs and outputs,
+    FLOPs of convolutions and matmuls. Foreach ops launch once per `FOREACH_TENSORS_PER_LAUNCH` tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.launches, self.bytes, self.flops, self.time_s = 0, 0, 0.0, 0.0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if func.is_view or name in NO_KERNEL or func.namespace not in ("aten", "sdbnn"):
+            return out
+        flat = torch.utils._pytree.tree_leaves((args, kwargs, out))
+        tensors = [value for value in flat if isinstance(value, torch.Tensor)]
+        nbytes = sum(map(_numel_bytes, tensors))
+        flops, peak = 0.0, MM_FP32_FLOPS
+        if name == "convolution":
+            flops, peak = _conv_flops(args[1].shape, out.shape), TENSOR_FLOPS[args[0].dtype]
+        elif name == "convolution_backward":
+            flops = _conv_flops(args[2].shape, args[0].shape) * sum(map(bool, args[-1][:2]))
+            peak = TENSOR_FLOPS[args[0].dtype]
+        elif name in ("mm", "addmm", "bmm"):
+            flops = 2.0 * math.prod(args[-2].shape) * args[-1].shape[-1]
+        launches = math.ceil(len(args[0]) / FOREACH_TENSORS_PER_LAUNCH) if name.startswith("_foreach") else 1
+        self.launches += launches
+        self.bytes += nbytes
+        self.flops += flops
+        self.time_s += max(nbytes / HBM_BYTES_PER_S, flops / peak)
+        return out
+
+    def result(self, per_launch_us: float) -> dict:
+        return {"launches": self.launches, "bytes": self.bytes, "flops": self.flops,
+                "time_ms": 1e3 * self.time_s + self.launches * per_launch_us / 1e3}
+
+
+@contextlib.contextmanager
+def fake_cuda():
+    """A FakeTensorMode whose tensors are on cuda:0 (no driver needed), with the CUDA device queries patched."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from benchmarks import cuda_offline
+
+    with cuda_offline.cuda_target(90, compile_kernels=False), FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        yield mode
+
+
+@contextlib.contextmanager
+def fake_cpu():
+    """Fake CPU tensors: the eager counts (the autograd engine runs no backward on fake CUDA tensors); the ops and
+    their tensors' sizes are the same as on CUDA, cuDNN's batch norm aside (one kernel either way)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        yield mode
+
+
+def _fake_model(model_name: str, device: str) -> torch.nn.Module:
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    # built on meta outside the fake mode; parameters left NCHW (a fake tensor cannot be swapped): the same bytes
+    with unset_fake_temporarily(), torch.device("meta"):
+        model = build(model_name, channels_last=False)
+    return model.to_empty(device=device)
+
+
+def eager_rest(model_name: str, batch: int) -> dict:
+    """What a compiled step runs outside the compiled graphs: cross-entropy forward and backward on the logits, and
+    the recipe's optimizer step (foreach, as on CUDA) over the model's parameters."""
+    base = model_name.removesuffix("_fp")
+    with fake_cpu():
+        params = [p for p in _fake_model(model_name, "cpu").parameters() if p.requires_grad]
+        for p in params:
+            p.grad = torch.empty_like(p)
+        optimizer = (torch.optim.Adam(params, lr=1e-3, foreach=True) if OPTIMIZERS[base] == "adam" else
+                     torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True))
+        logits = torch.empty(batch, CLASSES.get(base, 10), requires_grad=True)
+        labels = torch.zeros(batch, dtype=torch.long)
+        counter = OpCounter()
+        with counter:
+            torch.nn.functional.cross_entropy(logits, labels).backward()
+            optimizer.step()
+    return counter.result(EAGER_OP_US)
+
+
+def eager_reference(model_name: str, batch: int, size: int) -> dict:
+    """The eager fp32 reference step (reference backend, no autocast, channels_last) op by op on fake tensors."""
+    import sdbnn
+
+    with fake_cpu():
+        model = _fake_model(model_name, "cpu")
+        images = torch.empty(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+        counter = OpCounter()
+        with sdbnn.backend("reference"), counter:
+            model(images).float().sum().backward()
+    return counter.result(EAGER_OP_US)
+
+
+def autocast_check(model_name: str, batch: int, size: int) -> dict:
+    """One forward under CUDA autocast on fake CUDA tensors vs under CPU autocast on CPU: the (op, dtypes) sequence
+    must be the same, or the CPU-traced bf16 graph is not the one a GPU would build."""
+    def trace(device: str, context) -> list:
+        class Record(torch.utils._python_dispatch.TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                leaves = torch.utils._pytree.tree_leaves((args, out))
+                dtypes = [str(value.dtype) for value in leaves if isinstance(value, torch.Tensor)]
+                ops.append((str(func), tuple(dtypes)))
+                return out
+
+        ops = []
+        with context:
+            model = _fake_model(model_name, "cuda:0" if device == "cuda" else "cpu")
+            images = torch.empty(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device, torch.bfloat16), torch.no_grad(), Record():
+                model(images)
+        return ops
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    cuda_ops = trace("cuda", fake_cuda())
+    cpu_ops = trace("cpu", FakeTensorMode(allow_non_fake_inputs=True))
+    differences = [(a, b) for a, b in zip(cuda_ops, cpu_ops) if a != b]
+    return {"ops": len(cuda_ops), "same_ops": [a[0] for a in cuda_ops] == [b[0] for b in cpu_ops],
+            "same": cuda_ops == cpu_ops, "differing": dict(Counter(a[0] for a, _ in differences)),
+            "example": [list(map(str, pair)) for pair in differences[:1]] or None}
+
+
+# --- one row: model × precision × arch ---------------------------------------------------------------------------
+
+
+def kernel_rows(kernels: list[dict], arch: int) -> list[dict]:
+    """Registers, spills and occupancy of every compiled Triton kernel config (cuobjdump on its cubin)."""
+    from benchmarks.kernel_resources import resource_usage
+    from benchmarks.occupancy import occupancy
+
+    rows = []
+    for kernel in kernels:
+        usage = resource_usage(kernel["cubin"])
+        shared = kernel["shared"] + usage["static_shared"]
+        fraction, _, limit = occupancy(arch, usage["registers"], kernel["num_warps"], shared)
+        rows.append({"name": kernel["name"], "num_warps": kernel["num_warps"], "registers": usage["registers"],
+                     "spill_bytes": usage["stack"] + usage["local"], "shared_bytes": shared,
+                     "occupancy": round(fraction, 4), "occupancy_limit": limit})
+    return rows
+
+
+def _codegen_digest(graphs: list[dict]) -> str:
+    """A digest of the Triton kernels' source, device properties left out: equal digests = arch-independent code."""
+    import hashlib
+
+    text = "".join(sorted(re.sub(r"DeviceProperties\(.*?\)|'backend_hash': '\w+'", "", graph["code"])
+                          for graph in graphs))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _step(model: str, batch: int, size: int, precision: str, arch: int, **options) -> tuple[dict, dict]:
+    compiled = compile_step(model, batch, size, precision, arch, **options)
+    costs = {("backward" if graph["backward"] else "forward"): graph_cost(graph["code"], graph["gm"])
+             for graph in compiled["graphs"]}
+    return compiled, costs
+
+
+def _total(costs: dict, rest: dict) -> dict:
+    keys = ("launches", "time_ms")
+    total = {key: sum(cost[key] for cost in costs.values()) + rest[key] for key in keys}
+    total["bytes"] = sum(cost["triton_bytes"] + cost["extern_bytes"] for cost in costs.values()) + rest["bytes"]
+    total["flops"] = sum(cost["flops"] for cost in costs.values()) + rest["flops"]
+    return total
+
+
+def one_row(model: str, precision: str, arch: int, batch: int | None = None, extras: bool = True) -> dict:
+    recipe, size = recipe_batch(model)
+    batch = batch or recipe
+    compiled, costs = _step(model, batch, size, precision, arch)
+    kernels = kernel_rows(compiled["kernels"], arch)
+    rest = eager_rest(model, batch)
+    step = _total(costs, rest)
+    cache = Path(os.environ.get("TRITON_CACHE_DIR", tempfile.gettempdir()))
+    externs = Counter()
+    for cost in costs.values():
+        externs.update(cost["extern_calls"])
+    row = {
+        "model": model, "precision": precision, "arch": f"sm_{arch}", "batch": batch, "image_size": size,
+        "layout": "channels_last",
+        "compiled": {"forward": "forward" in costs, "backward": "backward" in costs},
+        "graph_breaks": compiled["graph_breaks"], "graphs": compiled["dynamo_graphs"],
+        "inductor_kernels": len({kernel["name"] for kernel in kernels}),
+        "triton_launches": sum(cost["triton_launches"] for cost in costs.values()),
+        "extern_calls": dict(externs), "conv_dtypes": costs.get("forward", {}).get("conv_dtypes"),
+        "spilling_kernels": sorted({kernel["name"] for kernel in kernels if kernel["spill_bytes"]}),
+        "max_registers": max((kernel["registers"] for kernel in kernels), default=None),
+        "min_occupancy": min((kernel["occupancy"] for kernel in kernels), default=None),
+        "cubin_files": len(list(cache.rglob("*.cubin"))), "triton_cache": str(cache),
+        "codegen_digest": _codegen_digest(compiled["graphs"]),
+        "bytes_per_step": step["bytes"], "flops_per_step": step["flops"], "launches_per_step": step["launches"],
+        "predicted_step_ms": round(step["time_ms"], 4),
+        "graph_costs": costs,
+        "eager_rest": rest, "kernels": kernels,
+    }
+    if extras:
+        row["autocast_check"] = autocast_check(model, min(batch, 8), size) if precision == "bf16" else None
+        _, twin_costs = _step(f"{model}_fp", batch, size, precision, arch, compile_kernels=False)
+        twin = _total(twin_costs, eager_rest(f"{model}_fp", batch))
+        _, reference_costs = _step(model, batch, size, precision, arch, backend="reference", compile_kernels=False)
+        eager = _total({}, eager_reference(model, batch, size))
+        eager = {key: eager[key] + rest[key] for key in ("launches", "time_ms", "bytes", "flops")}
+        row["fp_twin"] = {key: twin[key] for key in ("bytes", "launches", "time_ms")}
+        row["eager_reference_fp32"] = eager
+        row["predicted_vs_fp_twin"] = round(twin["time_ms"] / step["time_ms"], 3)
+        row["predicted_vs_eager_reference"] = round(eager["time_ms"] / step["time_ms"], 3)
+        row["ops_vs_inductor_reference"] = {
+            name: {"ops": {"bytes": costs[name]["triton_bytes"] + costs[name]["extern_bytes"],
+                           "launches": costs[name]["launches"], "time_ms": round(costs[name]["time_ms"], 4)},
+                   "reference": {"bytes": cost["triton_bytes"] + cost["extern_bytes"], "launches": cost["launches"],
+                                 "time_ms": round(cost["time_ms"], 4)}}
+            for name, cost in reference_costs.items()}
+    return row
+
+
+# --- the command -------------------------------------------------------------------------------------------------
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# CUDA training graph compiled without a GPU: PREDICTED H100 step ({result['date']})", "",
+             f"torch {result['torch']}, triton {result['triton']}, commit {result.get('commit')}; "
+             f"`{result['command']}`. "
+             "Compiled on a CPU-only machine for the targets below; every time here is a prediction from byte and "
+             "FLOP counts (HBM {:.2f} TB/s, tensor cores {:.0f} TFLOP/s bf16, {} µs per launch), not a "
+             "measurement.".format(HBM_BYTES_PER_S / 1e12, TENSOR_FLOPS[torch.bfloat16] / 1e12, LAUNCH_US), "",
+             "| model | precision | arch | batch | fwd/bwd compiled | graph breaks | Inductor kernels (launches) | "
+             "convs | act_sign (+bwd) | weight_sign (+bwd) | max regs | spilling | min occupancy | GB/step | "
+             "predicted ms | vs fp twin (≥ 0.9) | vs eager fp32 ref (≥ 5) | cubins |", "|" + "---|" * 18]
+    for row in result["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['model']} | {row['precision']} | {row['arch']} | | **failed**: "
+                         f"{row['error'].splitlines()[-1][:150]} |" + " |" * 13)
+            continue
+        calls = row["extern_calls"]
+        lines.append(
+            f"| {row['model']} | {row['precision']} | {row['arch']} | {row['batch']} | "
+            f"{'yes' if row['compiled']['forward'] else 'NO'}/{'yes' if row['compiled']['backward'] else 'NO'} | "
+            f"{row['graph_breaks']} | {row['inductor_kernels']} ({row['triton_launches']}) | "
+            f"{calls.get('convolution', 0)}+{calls.get('convolution_backward', 0)} | "
+            f"{calls.get('sdbnn::act_sign', 0)}+{calls.get('sdbnn::act_sign_backward', 0)} | "
+            f"{calls.get('sdbnn::weight_sign', 0)}+{calls.get('sdbnn::weight_sign_backward', 0)} | "
+            f"{row['max_registers']} | {len(row['spilling_kernels']) or 'none'} | {row['min_occupancy']:.0%} | "
+            f"{row['bytes_per_step'] / 1e9:.3f} | {row['predicted_step_ms']:.3f} | "
+            f"{row.get('predicted_vs_fp_twin', '—')} | {row.get('predicted_vs_eager_reference', '—')} | "
+            f"{row['cubin_files']} |")
+    compared = [row for row in result["rows"] if "ops_vs_inductor_reference" in row]
+    if compared:
+        lines += ["", "Hand kernels (custom ops) vs Inductor fusing the reference math (`sdbnn.backend(\"reference\")` "
+                  "compiled the same way), per graph: bytes moved / launches / predicted ms.", "",
+                  "| model | precision | arch | graph | custom ops | Inductor on reference | bytes ops ÷ reference |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in compared:
+            for graph, pair in row["ops_vs_inductor_reference"].items():
+                ops, ref = pair["ops"], pair["reference"]
+                lines.append(f"| {row['model']} | {row['precision']} | {row['arch']} | {graph} | "
+                             f"{ops['bytes'] / 1e6:.1f} MB / {ops['launches']} / {ops['time_ms']:.3f} | "
+                             f"{ref['bytes'] / 1e6:.1f} MB / {ref['launches']} / {ref['time_ms']:.3f} | "
+                             f"{ops['bytes'] / ref['bytes']:.2f} |")
+    checks = [f"{row['model']}: {check['ops']} ops, " + ("all the same" if check["same"] else "differing: " + ", ".join(
+        f"{op} ×{count}" for op, count in check["differing"].items()))
+        for row in result["rows"] if (check := row.get("autocast_check")) and row["arch"] == "sm_90"]
+    if checks:
+        lines += ["", "Autocast check (bf16 forward under CUDA autocast on fake CUDA tensors vs CPU autocast on CPU, "
+                  "op by op with dtypes): " + "; ".join(checks) + "."]
+    if result.get("codegen_by_arch"):
+        lines += ["", "Inductor's kernel source, sm_80 vs sm_90 (device properties left out): " + "; ".join(
+            f"{key}: {'identical' if same else 'differs'}" for key, same in result["codegen_by_arch"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cuda_graph", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", nargs="+", type=int, default=[90, 80], choices=[80, 90])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--precision", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"])
+    parser.add_argument("--batch", type=int, help="override the recipes' per-device batch (tests)")
+    parser.add_argument("--no-extras", action="store_true",
+                        help="skip the fp twin, the reference compile and the eager reference (no ratios)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sdbnn-cuda-graph",
+                        help="private Triton/Inductor caches, one folder per row (the cubins land there)")
+    parser.add_argument("--resume", type=Path, help="a result JSON whose rows are kept (those rows are not redone)")
+    parser.add_argument("--row", nargs=3, metavar=("MODEL", "PRECISION", "ARCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.row:  # one row, in its own process (its own caches and patches), as JSON on the last line of stdout
+        model, precision, arch = args.row
+        row = one_row(model, precision, int(arch), args.batch, extras=not args.no_extras)
+        print(json.dumps(row, default=str))
+        return 0
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        parser.error("unset TRITON_INTERPRET: the kernels must be compiled, not interpreted")
+    from benchmarks import cuda_offline
+
+    cuda_offline.check()
+    rows = [row for row in json.loads(args.resume.read_text())["rows"] if "error" not in row] if args.resume else []
+    extras_arch = 90 if 90 in args.arch else args.arch[0]  # the twin and reference predictions: one arch's compile
+    for arch in sorted(args.arch, key=lambda arch: arch != extras_arch):
+        for precision in args.precision:
+            for model in args.models:
+                if any((r["model"], r["precision"], r["arch"]) == (model, precision, f"sm_{arch}") for r in rows):
+                    continue
+                row = _run_row(args, model, precision, arch, extras=arch == extras_arch and not args.no_extras)
+                base = next((other for other in rows if "fp_twin" in other and "error" not in row
+                             and (other["model"], other["precision"]) == (model, precision)), None)
+                if base is not None and "fp_twin" not in row:  # the twin and eager predictions of the other arch
+                    row["ratios_from"] = base["arch"]
+                    row["predicted_vs_fp_twin"] = round(base["fp_twin"]["time_ms"] / row["predicted_step_ms"], 3)
+                    row["predicted_vs_eager_reference"] = round(
+                        base["eager_reference_fp32"]["time_ms"] / row["predicted_step_ms"], 3)
+                rows.append(row)
+                _write(args, argv, rows)
+    failures = [row for row in rows if "error" in row or not all(row["compiled"].values()) or row["graph_breaks"]
+                or row["spilling_kernels"] or row["bytes_per_step"] <= 0]
+    return 1 if failures else 0
+
+
+def _run_row(args, model: str, precision: str, arch: int, extras: bool) -> dict:
+    cache = args.cache / f"{model}-{precision}-sm{arch}"
+    subprocess.run(["rm", "-rf", str(cache)], check=True)
+    env = {**os.environ, "TRITON_CACHE_DIR": str(cache / "triton"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("TRITON_INTERPRET", None)
+    command = [sys.executable, "-m", "benchmarks.cuda_graph", "--row", model, precision, str(arch)]
+    command += (["--batch", str(args.batch)] if args.batch else []) + ([] if extras else ["--no-extras"])
+    print(f"compiling {model} {precision} sm_{arch} ...", flush=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    if done.returncode:
+        print(done.stderr[-3000:], flush=True)
+        return {"model": model, "precision": precision, "arch": f"sm_{arch}", "error": done.stderr[-2000:]}
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  fwd/bwd {row['compiled']}, {row['graph_breaks']} graph breaks, {row['inductor_kernels']} kernels, "
+          f"{row['cubin_files']} cubins, spilling {row['spilling_kernels'] or 'none'}, "
+          f"{row['bytes_per_step'] / 1e9:.3f} GB, predicted {row['predicted_step_ms']:.3f} ms, "
+          f"vs twin {row.get('predicted_vs_fp_twin')}, vs eager {row.get('predicted_vs_eager_reference')}", flush=True)
+    return row
+
+
+def _write(args, argv, rows: list[dict]) -> None:
+    import triton
+
+    from sdbnn.io import atomic_write
+    from sdbnn.provenance import commit
+
+    digests = {(row["model"], row["precision"], row["arch"]): row.get("codegen_digest") for row in rows}
+    by_arch = {f"{model} {precision}": digests[(model, precision, "sm_80")] == digest
+               for (model, precision, arch), digest in digests.items()
+               if arch == "sm_90" and (model, precision, "sm_80") in digests and digest}
+    result = {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "triton": triton.__version__,
+              **commit(), "command": " ".join(["python -m benchmarks.cuda_graph", *(argv or sys.argv[1:])]),
+              "constants": {"hbm_bytes_per_s": HBM_BYTES_PER_S, "launch_us": LAUNCH_US, "eager_op_us": EAGER_OP_US,
+                            "tensor_flops": {str(k): v for k, v in TENSOR_FLOPS.items()}, "fp32_flops": MM_FP32_FLOPS},
+              "codegen_by_arch": by_arch, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"cuda-graph-{result['date']}"
+    atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=1, default=str)))
+    atomic_write(stem.with_suffix(".md"), lambda tmp: tmp.write_text(markdown(result)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
