@@ -3,6 +3,7 @@
     python -m benchmarks                 # on a GPU machine: PYTHONPATH=. python -m benchmarks
     python -m benchmarks --quick         # CPU smoke run, a few minutes (the test suite runs it)
     python -m benchmarks --only training --out /tmp/results --budget-s 600
+    python -m benchmarks --only kernels --surrogate approx      # one section alone (python -m benchmarks.loaders too)
 
 Writes <out>/<device>-<date>.json (everything, with the software versions) and .md (one table per section), and
 rewrites both the moment each section ends (and after every measured row), so nothing finished is lost. A section
@@ -29,6 +30,7 @@ class InjectedFailure(RuntimeError):
 def main(argv: list[str] | None = None) -> int:
     from benchmarks import kernels, loaders, training
     from benchmarks.common import Budget, Report, environment, result_stem
+    from sdbnn.reference import SURROGATES
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--models", nargs="+", choices=list(training.FULL_CASES),
                         help="training section: a subset of the models (default: all)")
+    parser.add_argument("--variants", nargs="+", choices=list(training.VARIANTS),
+                        help="training section: a subset of the variants (default: all the device runs)")
+    parser.add_argument("--surrogate", default="ede", choices=SURROGATES,
+                        help="kernels section: the backward's surrogate (default: ede)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--budget-s", type=float, help="start no new work after this many seconds (default: no limit)")
     parser.add_argument("--inject-failure", choices=SECTIONS, action="append", default=[],
@@ -64,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         section.data.update(loaders.run(options))
 
     bodies = {
-        "kernels": (lambda section: kernels.run(args.quick, device, section=section), kernels.markdown_table),
-        "training": (lambda section: training.run(args.quick, device, args.models, section=section),
+        "kernels": (lambda section: kernels.run(args.quick, device, args.surrogate, section=section),
+                    kernels.markdown_table),
+        "training": (lambda section: training.run(args.quick, device, args.models, section=section,
+                                                  variants=tuple(args.variants) if args.variants else None),
                      training.markdown_table),
         "loaders": (run_loaders, loaders.markdown_table),
     }

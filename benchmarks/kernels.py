@@ -1,23 +1,19 @@
 """Benchmark the fused SD-BNN ops against the eager reference and torch.compile of the reference.
 
-    python -m benchmarks.kernels                 # CUDA: ResNet-20 (batch 128) and ResNet-18 (batch 256, 224 px) shapes
-    python -m benchmarks.kernels --quick         # CPU smoke run on tiny shapes (timings there mean nothing)
+    python -m benchmarks --only kernels            # CUDA: ResNet-20 (batch 128) and ResNet-18 (batch 256, 224 px) shapes
+    python -m benchmarks --only kernels --quick    # CPU smoke run on tiny shapes (timings there mean nothing)
 
 Per op, shape, layout and dtype: forward and forward+backward time for each provider, achieved GB/s against the
 bytes the op must move, the fraction of the device's measured copy bandwidth, the ratio against each baseline
-measured in the same run, and peak memory of forward+backward (CUDA). Prints a table and writes
-``<out>/kernels-<device>-<date>.json`` and ``.md``.
+measured in the same run, and peak memory of forward+backward (CUDA): the "kernels" section of `python -m benchmarks`.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
 import types
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -245,29 +241,3 @@ def run(quick: bool, device: torch.device, surrogate: str = "ede", *, jobs: list
             + ", ".join(f"{ratio:.2f}x {name}" for name, ratio in fused.speedup_vs.items()))
         section.save()
     return data
-
-
-def main(argv: list[str] | None = None) -> int:
-    from benchmarks.common import environment, write_results
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, few repetitions (CPU smoke run)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON and markdown")
-    parser.add_argument("--surrogate", default="ede", choices=reference.SURROGATES)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cpu" and not args.quick:
-        print("note: no CUDA device; CPU timings of the fused path are the reference math or the Triton interpreter")
-    environment_info = environment(device)
-    result = {**environment_info, **run(args.quick, device, args.surrogate)}
-    table = markdown_table(result)
-    print(table)
-    header = (f"# Kernel benchmark — {result['device']} — {result['date']}\n\ntorch {result['torch']}, "
-              f"triton {result['triton']}; fused path: {result['fused_path']}.\n\n")
-    print(f"wrote {write_results(args.out, 'kernels', result, header + table)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

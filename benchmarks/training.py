@@ -1,8 +1,8 @@
 """Training-step throughput per model: SD-BNN as this project trains it against the baselines that say what the fused
 ops buy, all measured in the same run on synthetic device-resident batches.
 
-    python -m benchmarks.training                 # CUDA: every model at its paper batch size (ImageNet: 256 per GPU)
-    python -m benchmarks.training --quick         # CPU smoke run (ResNet-20, batch 16)
+    python -m benchmarks --only training            # CUDA: every model at its paper batch size (ImageNet: 256 per GPU)
+    python -m benchmarks --only training --quick    # CPU smoke run (ResNet-20, batch 16)
 
 Variants (one optimizer step each: forward, cross-entropy, backward, SGD/Adam as in the recipe):
   sdbnn               fused ops (Triton on CUDA) inside torch.compile(fullgraph=True), bf16 autocast on CUDA
@@ -11,16 +11,13 @@ Variants (one optimizer step each: forward, cross-entropy, backward, SGD/Adam as
   reference_fp32      the eager reference math in fp32, no compile (what the official code does)
   full_precision      the model's real-valued twin, compiled, bf16 autocast on CUDA
 For the CIFAR models the SD-BNN rows also project the recipe's whole schedule (train 50,000 + evaluate 10,000 images
-per epoch) from the measured rates. Prints a table; ``--out DIR`` writes training-<device>-<date>.{json,md}.
+per epoch) from the measured rates: the "training" section of `python -m benchmarks`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -316,29 +313,3 @@ def markdown_table(result: dict) -> str:
             f"{peak(sd)} / {peak(ref)} / {peak(fp)} | {projected} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    from benchmarks.common import environment, write_results
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="ResNet-20 at batch 16, few steps (CPU smoke run)")
-    parser.add_argument("--out", type=Path, help="write training-<device>-<date>.{json,md} here")
-    parser.add_argument("--models", nargs="+", choices=list(FULL_CASES), help="a subset (default: all)")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="a subset (default: all on CUDA)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    result = {**environment(device), "training": run(args.quick, device, args.models,
-                                                     variants=tuple(args.variants) if args.variants else None)}
-    table = markdown_table(result["training"])
-    print(table)
-    if args.out:
-        path = write_results(args.out, "training", result, f"# Training-step throughput — {result['device']} — "
-                             f"{result['date']}\n\n{table}")
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow  # Inductor compiles every case: the in-process test below checks the rows with the eager backend
 def test_kernel_benchmark_quick(tmp_path):
-    # keeps TRITON_INTERPRET: the fused provider is the kernels
-    result = subprocess.run([sys.executable, "-m", "benchmarks.kernels", "--quick", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    # on CPU the fused provider is the ops' CPU math (the default setting)
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "kernels", "--surrogate", "approx",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    (json_file,) = tmp_path.glob("kernels-*.json")
-    report = json.loads(json_file.read_text())
-    assert report["copy_bandwidth_gbps"] > 0
+    (json_file,) = tmp_path.glob("*.json")
+    report = json.loads(json_file.read_text())["kernels"]
+    assert report["copy_bandwidth_gbps"] > 0 and report["surrogate"] == "approx"
     providers = {(row["op"], row["case"], row["provider"]) for row in report["rows"]}
     for op in ("act_sign", "weight_sign"):
         for case in ("tiny.nchw", "tiny.nhwc"):
@@ -143,8 +143,8 @@ def test_one_command_keeps_going_after_a_failing_section(tmp_path, monkeypatch):
     from benchmarks import __main__ as one_command
     from benchmarks import loaders, training
 
-    def fake_training(quick, device, models, section):
-        section.data["rows"] = []
+    def fake_training(quick, device, models, section, variants):
+        section.data["rows"] = [] if variants is None else list(variants)
 
     loader_numbers = {"real_images": False, "workers": 1, "imagenet_torchvision_images_per_s": 10.0,
                       "cifar_torchvision_images_per_s": 1.0, "cifar_device_resident_images_per_s": 5.0,
@@ -152,11 +152,12 @@ def test_one_command_keeps_going_after_a_failing_section(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "run", fake_training)
     monkeypatch.setattr(loaders, "run", lambda options: dict(loader_numbers))
     out = tmp_path / "failing"
-    assert one_command.main(["--quick", "--out", str(out), "--inject-failure", "kernels"]) == 1
+    assert one_command.main(["--quick", "--out", str(out), "--inject-failure", "kernels", "--variants", "sdbnn"]) == 1
     (json_file,) = out.glob("*.json")
     result, markdown = _read(json_file)
     assert result["kernels"]["status"] == "failed" and "--inject-failure kernels" in result["kernels"]["traceback"]
     assert result["training"]["status"] == "ok" and result["loaders"]["status"] == "ok"
+    assert result["training"]["rows"] == ["sdbnn"]  # --variants reaches the training section
     assert result["loaders"]["cifar_device_over_torchvision"] == 5.0
     assert "## Loaders" in markdown and "| CIFAR train, device-resident loader | 5 | 5.0× |" in markdown
 
