@@ -1,5 +1,5 @@
 """a. Preflight: versions, the device, imports of every module the later stages use, and one compile of each Triton
-kernel (a tiny act_sign + weight_sign forward and backward)."""
+kernel (a tiny act_sign and weight_sign forward and backward, checked against float64)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import subprocess
 import time
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.common import Section, log
 from benchmarks.gpu_session.plan import Session, Stage
@@ -48,21 +47,13 @@ def _describe_device(data: dict, device: torch.device) -> None:
 
 
 def _first_kernels(device: torch.device) -> None:
-    """One act_sign + weight_sign forward and backward (compiles each kernel once on CUDA)."""
-    k, t = torch.tensor(1.0, device=device), torch.tensor(2.5, device=device)
-    x = torch.randn(2, 8, 5, 5, device=device, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
-    x.requires_grad_()
-    shift = torch.rand(2, 8, device=device, dtype=torch.bfloat16, requires_grad=True)
-    w = torch.randn(8, 8, 3, 3, device=device, requires_grad=True)
-    alpha = torch.randn(8, device=device, requires_grad=True)
-    out = torch.ops.sdbnn.act_sign(x, shift, k, t, "ede")
-    binary = torch.ops.sdbnn.weight_sign(w, alpha, k, t, "approx", torch.bfloat16)
-    (F.conv2d(out, binary, padding=1).float() ** 2).sum().backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    gradients = [x.grad, shift.grad, w.grad, alpha.grad]
-    if not all(g is not None and bool(torch.isfinite(g.float()).all()) for g in gradients):
-        raise RuntimeError("the tiny act_sign / weight_sign forward+backward gave missing or non-finite gradients")
+    """One act_sign and one weight_sign forward and backward through the ops, checked against float64 (on CUDA this
+    compiles each kernel once)."""
+    from sdbnn.testing import check_act_sign, check_weight_sign
+
+    check_act_sign((2, 8, 5, 5), True, torch.bfloat16, "ede", device=device, through="op")
+    check_weight_sign((8, 8, 3, 3), False, torch.float32, "approx", device=device, through="op",
+                      out_dtype=torch.bfloat16)
 
 
 def preflight(section: Section, session: Session) -> None:
