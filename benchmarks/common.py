@@ -65,7 +65,7 @@ def environment(device: torch.device) -> dict:
         "triton": getattr(triton, "__version__", None),
         "python": platform.python_version(),
         "cpu_cores": os.cpu_count(),
-        "fused_path": "triton" if sdbnn.ops.uses_triton(probe) else "reference math (no Triton kernels on this device)",
+        "fused_path": {"triton": "triton", "cpu": "CPU math (no Triton kernels on this device)"}[sdbnn.ops.implementation(probe)],
         "environment": provenance.environment(),
     }
 
