@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import LAUNCH, ROOT, cpu_env, require_optional, run_script, torch_threads
 import sdbnn
+from sdbnn.engine import cli
 from sdbnn.engine.runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, WEIGHTS, Run
 from sdbnn.engine.state import read_training_state
 from sdbnn.pipelines.digits import load_digits
@@ -79,23 +80,30 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
-def test_clear_errors_and_nothing_overwritten(tmp_path):
-    result = run("--model", "resnet21", *DIGITS, "--output-dir", str(tmp_path / "x"))
-    assert result.returncode == 2 and "unknown model 'resnet21'" in result.stderr
-    result = run("--data-dir", str(tmp_path / "missing"), "--epochs", "1", "--output-dir", str(tmp_path / "y"))
-    assert result.returncode == 2 and "does not exist" in result.stderr
-    run_dir, small = tmp_path / "run", [*DIGITS, "--max-images", "128", "--epochs", "2"]
-    assert run(*small, "--output-dir", str(run_dir), "--stop-after-epoch", "1").returncode == 0
+def test_clear_errors_and_nothing_overwritten(tmp_path, capsys):
+    # the launcher's main in this process (launch/cifar.py is `sys.exit(cifar_main())`): each refusal costs no
+    # interpreter start; the launcher script itself runs in the tests above
+    def launch(*args):
+        with torch_threads(1):
+            code = cli.cifar_main(list(args))
+        return code, capsys.readouterr().err
+
+    code, err = launch("--model", "resnet21", *DIGITS, "--output-dir", str(tmp_path / "x"))
+    assert code == 2 and "unknown model 'resnet21'" in err
+    code, err = launch("--data-dir", str(tmp_path / "missing"), "--epochs", "1", "--output-dir", str(tmp_path / "y"))
+    assert code == 2 and "does not exist" in err
+    run_dir, small = tmp_path / "run", [*DIGITS, "--max-images", "128", "--epochs", "2", "--backend", "reference"]
+    assert launch(*small, "--output-dir", str(run_dir), "--stop-after-epoch", "1")[0] == 0
     checkpoint = Run(run_dir).path(CHECKPOINT).read_bytes()
-    again = run(*small, "--output-dir", str(run_dir))
-    assert again.returncode == 2 and "already holds a run" in again.stderr
-    other = run("--model", "vgg_small", *small, "--output-dir", str(run_dir), "--resume")
-    assert other.returncode == 2 and "of model 'resnet20', not 'vgg_small'" in other.stderr
+    code, err = launch(*small, "--output-dir", str(run_dir))
+    assert code == 2 and "already holds a run" in err
+    code, err = launch("--model", "vgg_small", *small, "--output-dir", str(run_dir), "--resume")
+    assert code == 2 and "of model 'resnet20', not 'vgg_small'" in err
     assert Run(run_dir).path(CHECKPOINT).read_bytes() == checkpoint
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / CHECKPOINT).write_bytes(checkpoint[:1000])
-    corrupt = run(*small, "--output-dir", str(tmp_path / "corrupt"), "--resume")
-    assert corrupt.returncode == 2 and "corrupt" in corrupt.stderr
+    code, err = launch(*small, "--output-dir", str(tmp_path / "corrupt"), "--resume")
+    assert code == 2 and "corrupt" in err
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
