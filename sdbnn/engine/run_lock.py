@@ -7,6 +7,8 @@ The lock is a POSIX record lock (``fcntl.lockf``): the kernel drops it when the 
 dies, so a lock left by a killed run never blocks. Unlike ``flock``, it is not inherited by forked data-loading
 workers, which may outlive a SIGKILL of their parent by seconds. The file also names the holder (host, pid, start
 time) for the message the second invocation prints; it stays in the directory, emptied when the run releases it.
+A POSIX lock belongs to the process and goes when that process closes ANY descriptor of the file: only this module
+opens ``run.lock``, once per process and directory.
 On network file systems the lock is only as good as the file system's locking: see README "Reliability".
 """
 

@@ -40,3 +40,11 @@ def start_trackers(accelerator, config, output_dir: Path) -> None:
 
 def log_epoch(accelerator, record: dict) -> None:
     accelerator.log({key: record[key] for key in TRACKED}, step=record["epoch"])
+
+
+def finish_trackers(accelerator) -> None:
+    """Flush and close the trackers. Not `Accelerator.end_training`: that also destroys the process group, which the
+    ImageNet launcher's second stage, trained in the same processes, still needs."""
+    for tracker in accelerator.trackers:
+        tracker.finish()  # on the main process only (Accelerate's decorator)
+    accelerator.trackers.clear()

@@ -39,7 +39,7 @@ from sdbnn.engine.preemption import Preempted, StopSignals, ignore_stop_signals
 from sdbnn.engine.run_lock import hold_on_main_process, release_run_directory
 from sdbnn.engine.runs import Run
 from sdbnn.engine.state import CHECKPOINT, latest_training_state, restore_training_state, save_training_state
-from sdbnn.engine.trackers import log_epoch, project_configuration, start_trackers
+from sdbnn.engine.trackers import finish_trackers, log_epoch, project_configuration, start_trackers
 from sdbnn.io import atomic_write, remove_stale_temporary_files
 from sdbnn.pipelines.loaders import build_loaders
 from sdbnn.pipelines.transforms import batch_memory_format
@@ -186,8 +186,7 @@ class Trainer:
             try:
                 return self._train(start)
             finally:
-                if self.trackers:
-                    self.accelerator.end_training()  # flushes and closes every tracker
+                finish_trackers(self.accelerator)
         finally:
             self.release()
 
