@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import LAUNCH, ROOT, cpu_env, run_script
+from helpers import LAUNCH, ROOT, cpu_env, run_script, torch_threads
 
 import sdbnn
 from sdbnn.engine import ablations, cli, reproduce, runs
@@ -32,6 +32,16 @@ PUBLISHED = {
 
 def script(name, *args):
     return run_script(LAUNCH / name, *args)
+
+
+def in_process(main, capsys, *args) -> tuple[int, str, str]:
+    """A launch/ script's main (each script is `sys.exit(main())`) in this process: (exit code, stdout, stderr),
+    without an interpreter start for a command that trains nothing."""
+    capsys.readouterr()
+    with torch_threads(1):
+        code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def test_run_reader_reads_a_run_and_the_ablation_layout(tmp_path):
@@ -73,17 +83,17 @@ def test_run_reader_reads_a_run_and_the_ablation_layout(tmp_path):
     assert found["wsd", 10].directory == runs.run_directory(tmp_path, "wsd", 10)
 
 
-def test_every_paper_row_has_a_recipe_with_its_published_numbers():
+def test_every_paper_row_has_a_recipe_with_its_published_numbers(capsys):
     for recipe, (top1, top5) in PUBLISHED.items():
         paper = load_paper_result(CONFIGS / f"{recipe}.yaml")
         assert (paper["top1"], paper.get("top5")) == (top1, top5), recipe
         config = TrainConfig.from_dict(load_recipe(CONFIGS / f"{recipe}.yaml"))  # the paper block is not config
         assert config.epochs >= 256
-    listing = script("reproduce.py", "--list")
-    assert listing.returncode == 0 and all(name in listing.stdout for name in PUBLISHED)
+    code, listing, _ = in_process(reproduce.main, capsys, "--list")
+    assert code == 0 and all(name in listing for name in PUBLISHED)
 
 
-def test_reproduce_trains_the_recipe_and_compares_with_the_paper(tmp_path):
+def test_reproduce_trains_the_recipe_and_compares_with_the_paper(tmp_path, capsys):
     run_dir = tmp_path / "run"
     result = script("reproduce.py", "cifar10_resnet20", *FEW_DIGITS, "--epochs", "2", "--output-dir", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -96,12 +106,12 @@ def test_reproduce_trains_the_recipe_and_compares_with_the_paper(tmp_path):
     assert report["final"]["top1"] == pytest.approx(100 * summary["final"]["val_top1"])
     assert set(report["differs_from_recipe"]) == {"dataset", "epochs", "batch_size", "max_images"}
     assert "86.9" in result.stdout and "warning: this run is not the paper's setup" in result.stdout
-    again = script("reproduce.py", "cifar10_resnet20", "--compare", str(run_dir))
-    assert again.returncode == 0 and f"{report['best']['top1']:.2f}" in again.stdout
-    unknown = script("reproduce.py", "cifar10_resnet21", "--compare", str(run_dir))
-    assert unknown.returncode == 2 and "unknown row 'cifar10_resnet21'" in unknown.stderr
-    unfinished = script("reproduce.py", "cifar10_resnet20", "--compare", str(tmp_path))
-    assert unfinished.returncode == 2 and "no finished run" in unfinished.stderr
+    code, out, _ = in_process(reproduce.main, capsys, "cifar10_resnet20", "--compare", str(run_dir))
+    assert code == 0 and f"{report['best']['top1']:.2f}" in out
+    code, _, err = in_process(reproduce.main, capsys, "cifar10_resnet21", "--compare", str(run_dir))
+    assert code == 2 and "unknown row 'cifar10_resnet21'" in err
+    code, _, err = in_process(reproduce.main, capsys, "cifar10_resnet20", "--compare", str(tmp_path))
+    assert code == 2 and "no finished run" in err
 
 
 # A built-in variant and one defined by launcher flags, two seeds, two epochs with diagnostics, one thread (the
@@ -119,7 +129,7 @@ def ablation_root(tmp_path_factory):
     return root
 
 
-def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(ablation_root):
+def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(ablation_root, capsys):
     root = ablation_root
     finished = runs.finished_runs(root)
     assert list(finished) == [(variant, seed) for variant in ("baseline", "tcap1") for seed in (0, 1)]
@@ -139,11 +149,11 @@ def test_ablation_runner_trains_each_variant_and_seed_and_tabulates(ablation_roo
     assert "| baseline | 2 |" in (root / "ablations.md").read_text()
     summary_file = finished[("baseline", 0)].path(runs.SUMMARY)
     before = summary_file.stat().st_mtime_ns
-    again = run_script(LAUNCH / "ablations.py", *ABLATION_ARGS, "--output-dir", str(root), env=ONE_THREAD)
-    assert again.returncode == 0, again.stderr[-3000:]  # finished runs are reused, not retrained
+    code, _, err = in_process(ablations.main, capsys, *ABLATION_ARGS, "--output-dir", str(root))
+    assert code == 0, err[-3000:]  # finished runs are reused, not retrained
     assert summary_file.stat().st_mtime_ns == before
-    clash = script("ablations.py", "--seed", "3", *DIGITS)
-    assert clash.returncode == 2 and "--seed is chosen by the ablation runner" in clash.stderr
+    code, _, err = in_process(ablations.main, capsys, "--seed", "3", *DIGITS)
+    assert code == 2 and "--seed is chosen by the ablation runner" in err
 
 
 
