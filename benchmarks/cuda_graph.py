@@ -17,11 +17,11 @@ partitioner ran on CPU tensors (they do not branch on the device for these graph
 padding and no autotuning: both benchmark on the device (the Trainer's default mode does not autotune; reductions
 with several configs are all compiled and the slowest-assumed is not chosen — bytes do not depend on the config).
 
-Prediction (H100 SXM, named constants below): each Inductor kernel max(Inductor's own byte count / HBM bandwidth,
-its FLOPs / FP32 peak), each convolution and mm max(bytes / bandwidth, FLOPs / tensor-core peak), each custom op its
+Prediction (H100 SXM, named constants below): each Inductor kernel Inductor's own byte count / HBM bandwidth, each
+convolution and mm max(bytes / bandwidth, FLOPs / tensor-core peak), each custom op its
 inputs' and outputs' bytes / bandwidth, plus `LAUNCH_US` per launch; the eager rest of a step (cross-entropy and its
-gradient, the optimizer's foreach step) is counted op by op on fake CUDA tensors, as is the whole eager fp32
-reference step. Predictions, not measurements.
+gradient, the optimizer's foreach step) is counted op by op on fake tensors, as is the whole eager fp32 reference
+step (each aten op one kernel, `EAGER_OP_US` each). Predictions, not measurements.
 """
 
 from __future__ import annotations
@@ -203,9 +203,10 @@ def graph_cost(code: str, gm: torch.fx.GraphModule) -> dict:
         name = match.group(2) or match.group(4) or match.group(5)
         extern_calls[f"sdbnn::{name}" if match.group(3) == "sdbnn" else name] += 1
     externs = [cost for cost in map(extern_cost, gm.graph.nodes) if cost is not None]
+    # Inductor's `kernel_flop` is not used: it counts every origin node's FLOPs, a convolution whose input a kernel
+    # only re-lays included; its pointwise and reduction kernels are timed by their bytes
     per_kernel = {name: {"launches": count, "bytes": meta[name][0],
-                         "predicted_us": 1e6 * max(meta[name][0] / HBM_BYTES_PER_S, meta[name][1] / MM_FP32_FLOPS)}
-                  for name, count in launches.items()}
+                         "predicted_us": 1e6 * meta[name][0] / HBM_BYTES_PER_S} for name, count in launches.items()}
     time_s = sum(kernel["predicted_us"] * kernel["launches"] for kernel in per_kernel.values()) / 1e6
     for cost in externs:
         peak = MM_FP32_FLOPS if cost["op"] == "mm" and cost["dtype"] == torch.float32 else TENSOR_FLOPS.get(
@@ -217,7 +218,7 @@ def graph_cost(code: str, gm: torch.fx.GraphModule) -> dict:
         "extern_calls": dict(extern_calls), "extern_nodes": dict(Counter(cost["op"] for cost in externs)),
         "triton_bytes": sum(meta[name][0] * count for name, count in launches.items()),
         "extern_bytes": sum(cost["bytes"] for cost in externs),
-        "flops": sum(cost["flops"] for cost in externs) + sum(meta[n][1] * c for n, c in launches.items()),
+        "flops": sum(cost["flops"] for cost in externs),
         "launches": n_launches, "time_ms": 1e3 * time_s + n_launches * LAUNCH_US / 1e3,
         "conv_dtypes": dict(Counter(str(cost["dtype"]).removeprefix("torch.") for cost in externs
                                     if cost["op"] == "convolution")),
@@ -368,10 +369,23 @@ def kernel_rows(kernels: list[dict], arch: int) -> list[dict]:
         usage = resource_usage(kernel["cubin"])
         shared = kernel["shared"] + usage["static_shared"]
         fraction, _, limit = occupancy(arch, usage["registers"], kernel["num_warps"], shared)
-        rows.append({"name": kernel["name"], "num_warps": kernel["num_warps"], "registers": usage["registers"],
+        rows.append({"name": kernel["name"], "config": kernel.get("config"), "num_warps": kernel["num_warps"],
+                     "registers": usage["registers"],
                      "spill_bytes": usage["stack"] + usage["local"], "shared_bytes": shared,
                      "occupancy": round(fraction, 4), "occupancy_limit": limit})
     return rows
+
+
+def spills(kernels: list[dict]) -> dict:
+    """``spilling_kernels``: kernels whose every compiled config spills (Inductor's runtime autotuner picks one
+    config per kernel on the GPU; a kernel with a config that does not spill need not spill); ``spilling_configs``:
+    every config that spills, listed all the same."""
+    configs = [kernel for kernel in kernels if kernel["spill_bytes"]]
+    names = {kernel["name"] for kernel in configs}
+    return {"spilling_kernels": sorted(name for name in names
+                                       if all(k["spill_bytes"] for k in kernels if k["name"] == name)),
+            "spilling_configs": [{key: kernel.get(key) for key in ("name", "config", "num_warps", "registers",
+                                                                   "spill_bytes")} for kernel in configs]}
 
 
 def _codegen_digest(graphs: list[dict]) -> str:
@@ -385,6 +399,10 @@ def _codegen_digest(graphs: list[dict]) -> str:
 
 def _step(model: str, batch: int, size: int, precision: str, arch: int, **options) -> tuple[dict, dict]:
     compiled = compile_step(model, batch, size, precision, arch, **options)
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:  # Inductor's output code beside the caches, for reading
+        for graph in compiled["graphs"]:
+            name = f"{model}-{options.get('backend', 'ops')}-{'backward' if graph['backward'] else 'forward'}.py"
+            (Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).parent / name).write_text(graph["code"])
     costs = {("backward" if graph["backward"] else "forward"): graph_cost(graph["code"], graph["gm"])
              for graph in compiled["graphs"]}
     return compiled, costs
@@ -417,7 +435,7 @@ def one_row(model: str, precision: str, arch: int, batch: int | None = None, ext
         "inductor_kernels": len({kernel["name"] for kernel in kernels}),
         "triton_launches": sum(cost["triton_launches"] for cost in costs.values()),
         "extern_calls": dict(externs), "conv_dtypes": costs.get("forward", {}).get("conv_dtypes"),
-        "spilling_kernels": sorted({kernel["name"] for kernel in kernels if kernel["spill_bytes"]}),
+        **spills(kernels),
         "max_registers": max((kernel["registers"] for kernel in kernels), default=None),
         "min_occupancy": min((kernel["occupancy"] for kernel in kernels), default=None),
         "cubin_files": len(list(cache.rglob("*.cubin"))), "triton_cache": str(cache),
@@ -466,6 +484,7 @@ def markdown(result: dict) -> str:
                          f"{row['error'].splitlines()[-1][:150]} |" + " |" * 13)
             continue
         calls = row["extern_calls"]
+        spilled = f" ({len(row['spilling_configs'])} configs)" if row.get("spilling_configs") else ""
         lines.append(
             f"| {row['model']} | {row['precision']} | {row['arch']} | {row['batch']} | "
             f"{'yes' if row['compiled']['forward'] else 'NO'}/{'yes' if row['compiled']['backward'] else 'NO'} | "
@@ -473,7 +492,8 @@ def markdown(result: dict) -> str:
             f"{calls.get('convolution', 0)}+{calls.get('convolution_backward', 0)} | "
             f"{calls.get('sdbnn::act_sign', 0)}+{calls.get('sdbnn::act_sign_backward', 0)} | "
             f"{calls.get('sdbnn::weight_sign', 0)}+{calls.get('sdbnn::weight_sign_backward', 0)} | "
-            f"{row['max_registers']} | {len(row['spilling_kernels']) or 'none'} | {row['min_occupancy']:.0%} | "
+            f"{row['max_registers']} | {len(row['spilling_kernels']) or 'none'}{spilled} | "
+            f"{row['min_occupancy']:.0%} | "
             f"{row['bytes_per_step'] / 1e9:.3f} | {row['predicted_step_ms']:.3f} | "
             f"{row.get('predicted_vs_fp_twin', '—')} | {row.get('predicted_vs_eager_reference', '—')} | "
             f"{row['cubin_files']} |")
@@ -527,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import cuda_offline
 
     cuda_offline.check()
-    rows = [row for row in json.loads(args.resume.read_text())["rows"] if "error" not in row] if args.resume else []
+    rows = [row | spills(row["kernels"]) for row in json.loads(args.resume.read_text())["rows"]
+            if "error" not in row] if args.resume else []
     extras_arch = 90 if 90 in args.arch else args.arch[0]  # the twin and reference predictions: one arch's compile
     for arch in sorted(args.arch, key=lambda arch: arch != extras_arch):
         for precision in args.precision:
@@ -550,8 +571,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_row(args, model: str, precision: str, arch: int, extras: bool) -> dict:
-    cache = args.cache / f"{model}-{precision}-sm{arch}"
-    subprocess.run(["rm", "-rf", str(cache)], check=True)
+    cache = args.cache / f"{model}-{precision}-sm{arch}"  # kept: a rerun reuses Triton's compiled kernels
     env = {**os.environ, "TRITON_CACHE_DIR": str(cache / "triton"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("TRITON_INTERPRET", None)

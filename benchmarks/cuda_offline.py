@@ -110,6 +110,7 @@ def _record_compile(autotuner, compile_kernels: bool) -> None:
     for result in autotuner.compile_results or []:
         kernel = result.kernel
         compiled_kernels.append({"name": kernel.name, "hash": kernel.hash, "num_warps": kernel.metadata.num_warps,
+                                 "config": {key: value for key, value in result.config.kwargs.items()},
                                  "shared": kernel.metadata.shared, "cubin": kernel.asm["cubin"],
                                  "kernel_num_gb": autotuner.inductor_meta.get("kernel_num_gb"),
                                  "kernel_flop": autotuner.inductor_meta.get("kernel_flop")})
