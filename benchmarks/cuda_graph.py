@@ -117,8 +117,8 @@ def compile_step(model_name: str, batch: int, size: int, precision: str, arch: i
 
     def inner(gm, example_inputs, **kwargs):
         placeholder = _placeholder_outputs(gm)
-        cuda_gm, inputs = _retarget(copy.deepcopy(gm), example_inputs, detect_fake_mode(example_inputs))
-        with cuda_offline.cuda_target(arch, compile_kernels):
+        with cuda_offline.cuda_target(arch, compile_kernels):  # fake CUDA values under the patched queries too
+            cuda_gm, inputs = _retarget(copy.deepcopy(gm), example_inputs, detect_fake_mode(example_inputs))
             compiled = compile_fx_inner(cuda_gm, inputs, **kwargs)
         graphs.append({"backward": bool(kwargs.get("is_backward")), "code": compiled.source_code, "gm": cuda_gm})
         return placeholder
@@ -571,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_row(args, model: str, precision: str, arch: int, extras: bool) -> dict:
-    cache = args.cache / f"{model}-{precision}-sm{arch}"  # kept: a rerun reuses Triton's compiled kernels
+    cache = args.cache / f"{model}-{precision}-sm{arch}"
+    subprocess.run(["rm", "-rf", str(cache)], check=True)  # empty caches: the cubins counted are this row's
     env = {**os.environ, "TRITON_CACHE_DIR": str(cache / "triton"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("TRITON_INTERPRET", None)

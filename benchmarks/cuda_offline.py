@@ -11,6 +11,9 @@ What is patched, for the duration of `cuda_target(arch)` only:
   ask the driver); `has_triton`'s cache is cleared so that it asks again;
 - `CachingAutotuner.precompile` → its `_precompile_worker` (compile to PTX and cubin, never load: loading needs a
   driver), inside `skip_gpu_driver_setup()`; each compiled kernel is recorded (`compiled_kernels`);
+- `torch._C._select_conv_backend` → cuDNN where it falls back to the slow native convolution (it does without a
+  driver): the fake convolution's output layout follows the backend, and a GPU runs cuDNN, whose output is
+  channels_last for a channels_last input (the fallback's is NCHW, and Inductor would add a copy after every conv);
 - `amp_definitely_not_available` → False: CUDA autocast switches itself off without a driver (used only by the
   autocast check in `benchmarks.cuda_graph`, which runs the forward on fake CUDA tensors under CUDA autocast);
 - not a patch but a replacement table (`cuda_decompositions`): Inductor's mm / addmm / bmm decompositions branch on
@@ -44,7 +47,8 @@ INTERNALS = [
     ("torch._inductor.runtime.triton_heuristics", "CachingAutotuner._precompile_worker"),
     ("torch._inductor.runtime.triton_helpers", "skip_gpu_driver_setup"),
     ("torch._inductor.runtime.hints", "DeviceProperties.create"),
-    ("torch.cuda.amp.common", "amp_definitely_not_available"),
+    ("torch.cuda.amp.common", "amp_definitely_not_available"), ("torch._C", "_select_conv_backend"),
+    ("torch._C", "_ConvBackend.Cudnn"), ("torch._C", "_ConvBackend.Slow2d"),
     ("torch._inductor.compile_fx", "compile_fx"), ("torch._inductor.compile_fx", "compile_fx_inner"),
     ("torch._inductor.decomposition", "select_decomp_table"), ("torch._inductor.decomposition", "pw_cast_for_opmath"),
     ("triton.compiler.compiler", "make_backend"), ("triton.backends.compiler", "GPUTarget"),
@@ -116,6 +120,22 @@ def _record_compile(autotuner, compile_kernels: bool) -> None:
                                  "kernel_flop": autotuner.inductor_meta.get("kernel_flop")})
 
 
+def _cudnn_where_a_gpu_has_it(select):
+    import torch
+
+    backends = torch._C._ConvBackend
+    slow = {backends.Slow2d, backends.SlowDilated2d, backends.SlowTranspose2d, backends.SlowDilated3d,
+            backends.Slow3d, backends.SlowTranspose3d}
+
+    def select_conv_backend(input, weight, *args, **kwargs):
+        backend = select(input, weight, *args, **kwargs)
+        if input.device.type == "cuda" and backend in slow:
+            return backends.CudnnTranspose if kwargs.get("transposed") else backends.Cudnn
+        return backend
+
+    return select_conv_backend
+
+
 @contextlib.contextmanager
 def cuda_target(arch: int, compile_kernels: bool = True):
     """Inside: Inductor lowers CUDA graphs for sm_<arch> and Triton compiles them to cubin, with no driver."""
@@ -147,6 +167,7 @@ def cuda_target(arch: int, compile_kernels: bool = True):
         patch(triton_heuristics.CachingAutotuner, "precompile",
               lambda self, *args, **kwargs: _record_compile(self, compile_kernels))
         patch(torch.cuda.amp.common, "amp_definitely_not_available", lambda: False)
+        patch(torch._C, "_select_conv_backend", _cudnn_where_a_gpu_has_it(torch._C._select_conv_backend))
         stack.enter_context(inductor_config.patch(INDUCTOR_CONFIG))
         stack.enter_context(triton_helpers.skip_gpu_driver_setup())
         for cached in (_triton.has_triton, hints.DeviceProperties.create.__func__):  # answers of another target
