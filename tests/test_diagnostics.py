@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import yaml
-from helpers import LAUNCH, cpu_env, run_script
+from helpers import LAUNCH, cpu_env, run_script, torch_threads
 from torch import nn
 
 import sdbnn
@@ -90,7 +90,7 @@ def test_paper_recipes_resolve_to_exactly_their_yaml():
         assert (config.t_cap, config.grad_clip_norm, config.bn_recalibration) == (None, None, False)
 
 
-def test_stability_options_round_trip_through_recipe_config_and_resume(tmp_path):
+def test_stability_options_round_trip_through_recipe_config_and_resume(tmp_path, capsys):
     recipe = tmp_path / "stable.yaml"
     options = {"t_cap": 0.5, "grad_clip_norm": 2.0, "bn_recalibration": True}
     recipe.write_text(yaml.safe_dump({**load_recipe(cli.recipe_path("cifar10_resnet20")), **options}))
@@ -98,12 +98,14 @@ def test_stability_options_round_trip_through_recipe_config_and_resume(tmp_path)
     common = ["--recipe", str(recipe), "--dataset", "digits", "--batch-size", "64", "--max-images", "128",
               "--epochs", "3", "--t-min", "0.1"]  # t reaches the cap (0.1 → 0.46 → 2.2) in the last epoch
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    one_thread = cpu_env(OMP_NUM_THREADS="1")  # an exact comparison: the thread count changes float sums
-    assert run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(straight), env=one_thread).returncode == 0
-    first = run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(stopped), "--stop-after-epoch", "2",
-                       env=one_thread)
-    assert first.returncode == 0, first.stderr[-2000:]
-    resumed = run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(stopped), "--resume", env=one_thread)
+    # An exact comparison: one thread on each side (the thread count changes float sums). The first two runs call
+    # the launcher's main in this process (launch/cifar.py is `sys.exit(cifar_main())`); the resume starts a fresh
+    # process, as a user's does, so nothing this process still holds can stand in for the checkpoint.
+    with torch_threads(1):
+        assert cli.cifar_main([*common, "--output-dir", str(straight)]) == 0, capsys.readouterr().err[-2000:]
+        assert cli.cifar_main([*common, "--output-dir", str(stopped), "--stop-after-epoch", "2"]) == 0
+    resumed = run_script(LAUNCH / "cifar.py", *common, "--output-dir", str(stopped), "--resume",
+                         env=cpu_env(OMP_NUM_THREADS="1"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     saved = Run(straight).config_values()
     assert {key: saved[key] for key in options} == options
