@@ -9,11 +9,10 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-from helpers import ROOT, torch_threads
+from helpers import ROOT
 
 from sdbnn.engine import cli
 from sdbnn.engine.config import TrainConfig
@@ -138,3 +137,18 @@ def test_report_to_a_tracker_that_is_not_installed_is_one_clear_error(monkeypatc
     assert TrainConfig(report_to="none").trackers() == []
     with pytest.raises(ValueError, match="unknown report_to 'comet'"):
         TrainConfig(report_to="comet")
+
+
+def test_a_file_system_without_locks_is_warned_about_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    key = hold_run_directory(tmp_path / "run")
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {key} is on a file system without locks") and "README" in err
+    release_run_directory(key)  # nothing was held: nothing to give back
+    assert (tmp_path / "run" / LOCK_FILE).read_text() == ""
