@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import LAUNCH, require_optional, run_script, run_two_nodes
+from helpers import LAUNCH, require_optional, run_script, run_two_nodes, torch_threads
 
 import sdbnn
 from sdbnn.engine import cli
@@ -39,6 +39,15 @@ def teacher_weights(tmp_path_factory):
 
 def launch(*args, processes=1):
     return run_script(LAUNCH / "imagenet.py", *args, processes=processes)
+
+
+def launch_in_process(capsys, *args) -> tuple[int, str]:
+    """launch/imagenet.py's main (the script is `sys.exit(imagenet_main())`) in this process, one thread: (exit
+    code, stderr), without an interpreter start; the script itself runs in the tests that train with a teacher."""
+    capsys.readouterr()
+    with torch_threads(1):
+        code = cli.imagenet_main(list(args))
+    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2 ranks + resume: -m slow
@@ -82,10 +91,10 @@ def test_stage2_starts_from_stage1_and_teacher_stays_frozen(imagenet_dir, teache
     assert {m.weight_surrogate for m in convs} == {"clip"} and {m.act_surrogate for m in convs} == {"approx"}
 
 
-def test_stage2_without_stage1_is_a_clear_error(imagenet_dir, teacher_weights, tmp_path):
-    result = launch("--data-dir", str(imagenet_dir), *TINY, "--teacher-weights", str(teacher_weights), "--stage", "2",
-                    "--output-dir", str(tmp_path))
-    assert result.returncode == 2 and "run --stage 1 first" in result.stderr
+def test_stage2_without_stage1_is_a_clear_error(imagenet_dir, teacher_weights, tmp_path, capsys):
+    code, err = launch_in_process(capsys, "--data-dir", str(imagenet_dir), *TINY, "--teacher-weights",
+                                  str(teacher_weights), "--stage", "2", "--output-dir", str(tmp_path))
+    assert code == 2 and "run --stage 1 first" in err
 
 
 @pytest.mark.slow  # the FFCV loader itself is tested in the default set (test_pipelines.py)
@@ -106,15 +115,16 @@ def test_stage1_trains_from_ffcv_files(imagenet_dir, tmp_path):
     assert [r["epoch"] for r in records] == [0] and all(r["val_samples"] == 20 for r in records)
 
 
-def test_missing_teacher_weights_is_one_clear_error_and_no_teacher_opts_out(imagenet_dir, tmp_path):
+def test_missing_teacher_weights_is_one_clear_error_and_no_teacher_opts_out(imagenet_dir, tmp_path, capsys):
     # without weights the recipes would distill from a randomly initialised ResNet-34: refused before anything starts
-    result = launch("--data-dir", str(imagenet_dir), *TINY, "--output-dir", str(tmp_path / "refused"))
-    assert result.returncode == 2
-    assert "no teacher weights were given" in result.stderr and "--no-teacher" in result.stderr
-    assert result.stderr.count("error:") == 1 and not (tmp_path / "refused").exists()
-    opted_out = launch("--data-dir", str(imagenet_dir), *TINY, "--no-teacher", "--stage", "1", "--output-dir",
-                       str(tmp_path / "plain"))
-    assert opted_out.returncode == 0, opted_out.stderr[-3000:]
+    code, err = launch_in_process(capsys, "--data-dir", str(imagenet_dir), *TINY, "--output-dir",
+                                  str(tmp_path / "refused"))
+    assert code == 2
+    assert "no teacher weights were given" in err and "--no-teacher" in err
+    assert err.count("error:") == 1 and not (tmp_path / "refused").exists()
+    code, err = launch_in_process(capsys, "--data-dir", str(imagenet_dir), *TINY, "--no-teacher", "--stage", "1",
+                                  "--output-dir", str(tmp_path / "plain"))
+    assert code == 0, err[-3000:]
     config = Run(tmp_path / "plain" / "stage1").config()
     assert config.teacher is None and config.teacher_weights is None
 
