@@ -392,8 +392,8 @@ def _codegen_digest(graphs: list[dict]) -> str:
     """A digest of the Triton kernels' source, device properties left out: equal digests = arch-independent code."""
     import hashlib
 
-    text = "".join(sorted(re.sub(r"DeviceProperties\(.*?\)|'backend_hash': '\w+'", "", graph["code"])
-                          for graph in graphs))
+    drop = r"DeviceProperties\(.*?\)|'backend_hash': '\w+'|^# kernel path: .*$|filename=.*$|^.*Compiled module.*$"
+    text = "".join(sorted(re.sub(drop, "", graph["code"], flags=re.MULTILINE) for graph in graphs))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -516,9 +516,6 @@ def markdown(result: dict) -> str:
     if checks:
         lines += ["", "Autocast check (bf16 forward under CUDA autocast on fake CUDA tensors vs CPU autocast on CPU, "
                   "op by op with dtypes): " + "; ".join(checks) + "."]
-    if result.get("codegen_by_arch"):
-        lines += ["", "Inductor's kernel source, sm_80 vs sm_90 (device properties left out): " + "; ".join(
-            f"{key}: {'identical' if same else 'differs'}" for key, same in result["codegen_by_arch"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -597,15 +594,11 @@ def _write(args, argv, rows: list[dict]) -> None:
     from sdbnn.io import atomic_write
     from sdbnn.provenance import commit
 
-    digests = {(row["model"], row["precision"], row["arch"]): row.get("codegen_digest") for row in rows}
-    by_arch = {f"{model} {precision}": digests[(model, precision, "sm_80")] == digest
-               for (model, precision, arch), digest in digests.items()
-               if arch == "sm_90" and (model, precision, "sm_80") in digests and digest}
     result = {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "triton": triton.__version__,
               **commit(), "command": " ".join(["python -m benchmarks.cuda_graph", *(argv or sys.argv[1:])]),
               "constants": {"hbm_bytes_per_s": HBM_BYTES_PER_S, "launch_us": LAUNCH_US, "eager_op_us": EAGER_OP_US,
                             "tensor_flops": {str(k): v for k, v in TENSOR_FLOPS.items()}, "fp32_flops": MM_FP32_FLOPS},
-              "codegen_by_arch": by_arch, "rows": rows}
+              "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"cuda-graph-{result['date']}"
     atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=1, default=str)))
