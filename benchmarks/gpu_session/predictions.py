@@ -71,9 +71,11 @@ def profiled_kernels(session: Session, row: dict, top: int = 15) -> list[dict]:
     for graph in row["graph_costs"].values():
         for name, kernel in graph["per_kernel"].items():
             expected[name] = expected.get(name, 0.0) + kernel["predicted_us"] * kernel["launches"]
-    measured = {}
-    for event in profiler.key_averages():
-        us = getattr(event, "device_time_total", 0.0) if device.type == "cuda" else event.cpu_time_total
+    measured, cuda = {}, device.type == "cuda"
+    for event in profiler.key_averages():  # on CUDA the kernels themselves (device events), not the ops above them
+        if cuda and event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us = event.self_device_time_total if cuda else event.cpu_time_total
         measured[event.key] = measured.get(event.key, 0.0) + us
     kernels = [{"kernel": name, "measured_us": us, "predicted_us": expected.get(name)}
                for name, us in sorted(measured.items(), key=lambda item: -item[1])[:top]]
