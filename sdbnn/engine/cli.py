@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from sdbnn.checkpoints import CheckpointError
+from sdbnn.layers import ASD_MODES
 from sdbnn.engine.config import CIFAR, IMAGENET, TrainConfig, config_fields, field_type, load_recipe
 from sdbnn.engine.preemption import REQUEUE_EXIT_CODE, Preempted
 from sdbnn.engine.run_lock import RunDirectoryInUse
@@ -23,7 +24,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError, Chec
 
 # model_options keys with flags of their own (CIFAR launcher), and shorthand flags for common values
 MODEL_OPTION_FLAGS = {
-    "asd": {"choices": ("dynamic", "static", "off"), "help": "activation self-distribution: the dynamic SE gate "
+    "asd": {"choices": ASD_MODES, "help": "activation self-distribution: the dynamic SE gate "
             "(SD-BNN), one learned shift per channel (ablation), or off"},
     "wsd": {"type": bool, "help": "weight self-distribution"},
 }
@@ -131,7 +132,7 @@ CIFAR_DESCRIPTION = """Train an SD-BNN on CIFAR (or a small real dataset) with t
 With no flags beyond --model the recipe is the paper's (launch/configs/cifar10_<model>.yaml); flags override it.
 Writes <output-dir>/{config.yaml, metrics.jsonl, metrics.csv, training_curve.png, checkpoint.pt,
 model.safetensors, summary.json}. SIGTERM or SIGUSR1 stop it at the next step with a checkpoint and exit code 75;
-the same command with --resume continues exactly, so it can simply be run again (README "Long runs and clusters").
+the same command with --resume continues exactly, so it can simply be run again (docs/clusters.md).
 """
 
 

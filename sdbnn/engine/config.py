@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from sdbnn.ops import BACKENDS
 from sdbnn.pipelines.loaders import DATASETS
 from sdbnn.reference import T_MAX
 
@@ -86,8 +87,9 @@ class TrainConfig:
     compile_mode: str | None = setting(None, "torch.compile mode; reduce-overhead (CUDA graphs) suits the CIFAR "
                                              "models, whose steps are launch-bound",
                                        choices=("default", "reduce-overhead", "max-autotune"))
-    backend: str = setting("ops", "sign implementation: fused ops, or the eager reference (debugging)",
-                           choices=("ops", "reference"))
+    backend: str = setting("ops", "sign implementation: the fused ops (Triton on CUDA, CPU math on CPU), the "
+                                  "Triton kernels everywhere (CPU: interpreted, TRITON_INTERPRET=1), or the eager "
+                                  "reference (debugging)", choices=BACKENDS)
     precision: str = setting("auto", "arithmetic of the forward and backward passes: bf16 autocast or fp32; auto = "
                                      "bf16 on CUDA, fp32 on CPU (docs/method.md §Precision)",
                              choices=("auto", "fp32", "bf16"))
