@@ -497,6 +497,16 @@ def markdown(result: dict) -> str:
             f"{row['bytes_per_step'] / 1e9:.3f} | {row['predicted_step_ms']:.3f} | "
             f"{row.get('predicted_vs_fp_twin', '—')} | {row.get('predicted_vs_eager_reference', '—')} | "
             f"{row['cubin_files']} |")
+    borrowed = sorted({f"{row['model']} {row['precision']} {row['arch']}" for row in result["rows"]
+                       if "ratios_from" in row})
+    if borrowed:
+        lines += ["", "Ratios of " + ", ".join(borrowed) + ": against the twin and eager reference predicted from the "
+                  "sm_90 compiles (every prediction is for an H100)."]
+    spilled = [f"{row['model']} {row['precision']} {row['arch']}: {config['name']} {config['config']} "
+               f"num_warps={config['num_warps']}, {config['registers']} registers, {config['spill_bytes']} bytes"
+               for row in result["rows"] for config in row.get("spilling_configs", [])]
+    if spilled:
+        lines += ["", "Spilling configs (cuobjdump's stack + local bytes): " + "; ".join(spilled) + "."]
     compared = [row for row in result["rows"] if "ops_vs_inductor_reference" in row]
     if compared:
         lines += ["", "Hand kernels (custom ops) vs Inductor fusing the reference math (`sdbnn.backend(\"reference\")` "
