@@ -203,7 +203,7 @@ def _gpu_session(tmp_path, *args, timeout=900):
                           text=True, timeout=timeout, env=cpu_env(OUT=str(tmp_path), PYTHON=sys.executable), cwd=ROOT)
 
 
-@pytest.mark.slow  # all seven stages: ~3 minutes on 2 cores (the default set runs three stages for real below)
+@pytest.mark.slow  # all eight stages: ~3 minutes on 2 cores (the default set runs three stages for real below)
 def test_gpu_session_runs_every_stage_tiny(tmp_path):
     result = _gpu_session(tmp_path)
     assert result.returncode == 0, result.stdout[-4000:]
@@ -211,7 +211,7 @@ def test_gpu_session_runs_every_stage_tiny(tmp_path):
     report, markdown = _read(json_file)
     statuses = {name: report[name]["status"] for name in report["sections"]}
     assert statuses == {"preflight": "ok", "correctness": "ok", "fused_ops": "ok", "training": "ok", "trainer": "ok",
-                        "gpu_tests": "skipped", "targets": "ok"}
+                        "predictions": "ok", "gpu_tests": "skipped", "targets": "ok"}
     assert set(report["preflight"]["imports"].values()) == {"ok"}
     checks = report["correctness"]["kernel_checks"]
     assert len(checks) == sum(map(len, correctness.kernel_check_matrix(TINY_PLAN)))
@@ -231,6 +231,10 @@ def test_gpu_session_runs_every_stage_tiny(tmp_path):
     trainer = report["trainer"]
     assert len(trainer["epochs"]) == 2 and trainer["train_images_per_s"] == trainer["epochs"][1]["train_images_per_s"]
     assert trainer["trainer_over_bare_step"] == trainer["train_images_per_s"] / trainer["bare_step_images_per_s"]
+    compared = {(row["model"], row["variant"]) for row in report["predictions"]["rows"]}  # against the cuda-graph file
+    assert compared == {("resnet18_imagenet", variant) for variant in ("sdbnn", "reference_fp32", "full_precision")} | {
+        ("resnet20", "sdbnn")}
+    assert report["predictions"]["kernels"]  # one profiled ResNet-20 step
     assert len(report["targets"]["targets"]) == 5
     for heading in ("a. Preflight", "b. Correctness", "c. Fused ops", "d. Training step", "e. Trainer", "Targets"):
         assert f"## {heading}" in markdown
