@@ -201,6 +201,55 @@ def kernel_resources(root: Path) -> str:
     return table(header, rows) + "\n"
 
 
+CUDA_GRAPH = "benchmarks/results/cuda-graph-2026-12-06.json"  # all four models, before the traced act_sign backward
+TRACED_BACKWARD = "benchmarks/results/cuda-graph-2026-12-06-traced-backward.json"  # the same, after it (two models)
+
+
+def cuda_graph_rows(root: Path, path: str) -> list[dict]:
+    return [row for row in load(root, path)["rows"] if row["precision"] == "bf16" and row["arch"] == "sm_90"]
+
+
+@renderer("cuda-graph")
+def cuda_graph(root: Path) -> str:
+    rows = [[row["model"], str(row["batch"]), str(row["inductor_kernels"]), f"{row['launches_per_step']:,}",
+             f"{row['bytes_per_step'] / 1e9:.2f}", str(row["max_registers"]), str(len(row["spilling_kernels"]) or "none"),
+             f"{row['predicted_step_ms']:.2f}", f"{row['predicted_vs_fp_twin']:.2f}",
+             f"{row['predicted_vs_eager_reference']:.2f}"] for row in cuda_graph_rows(root, CUDA_GRAPH)]
+    header = ["model", "batch", "Inductor kernels", "launches / step", "GB / step", "max registers", "spilling",
+              "predicted ms", "÷ fp twin", "÷ eager fp32 ref"]
+    return f"{table(header, rows)}\n\nbf16, sm_90, predictions; `{CUDA_GRAPH}`\n"
+
+
+@renderer("cuda-graph-fusion")
+def cuda_graph_fusion(root: Path) -> str:
+    rows = []
+    for row in cuda_graph_rows(root, CUDA_GRAPH):
+        cells = [row["model"]]
+        for graph in ("forward", "backward"):
+            for provider in ("ops", "reference"):
+                cost = row["ops_vs_inductor_reference"][graph][provider]
+                cells.append(f"{cost['bytes'] / 1e6:,.0f} / {cost['launches']}")
+        rows.append(cells)
+    header = ["model", "forward: custom ops", "forward: Inductor on reference", "backward: custom ops",
+              "backward: Inductor on reference"]
+    return f"{table(header, rows)}\n\nMB moved / launches per graph, bf16, sm_90; `{CUDA_GRAPH}`\n"
+
+
+@renderer("traced-backward")
+def traced_backward(root: Path) -> str:
+    before = {row["model"]: row for row in cuda_graph_rows(root, CUDA_GRAPH)}
+    rows = []
+    for after in cuda_graph_rows(root, TRACED_BACKWARD):
+        old = before[after["model"]]
+        rows.append([after["model"], f"{old['inductor_kernels']} → {after['inductor_kernels']}",
+                     f"{old['bytes_per_step'] / 1e9:.2f} → {after['bytes_per_step'] / 1e9:.2f}",
+                     f"{old['predicted_step_ms']:.2f} → {after['predicted_step_ms']:.2f}",
+                     f"{old['predicted_vs_fp_twin']:.2f} → {after['predicted_vs_fp_twin']:.2f}",
+                     f"{old['predicted_vs_eager_reference']:.2f} → {after['predicted_vs_eager_reference']:.2f}"])
+    header = ["model", "Inductor kernels", "GB / step", "predicted ms", "÷ fp twin", "÷ eager fp32 ref"]
+    return f"{table(header, rows)}\n\nbf16, sm_90, predictions, Triton backward → traced backward; `{TRACED_BACKWARD}`\n"
+
+
 # --- the code -----------------------------------------------------------------------------------------------------
 
 @renderer("cost")

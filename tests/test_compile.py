@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-import torch._inductor.config
 
 import sdbnn
 from sdbnn.testing import assert_gradients_close, loss_and_gradients, spread_binary_weights
@@ -14,11 +13,6 @@ MODELS = {"resnet20": 32, "vgg_small": 32, "resnet18_cifar": 32, "resnet18_image
 # An Inductor compile of a whole model takes 1-2 minutes on 2 cores: the default run compiles ResNet-20 (the recipe
 # every CPU run uses), `-m slow` the other three; every model's graph-break check stays in the default run.
 COMPILED_IN_DEFAULT_RUN = {"resnet20"}
-# The default run's compile emits scalar C++ (no SIMD): g++ on Inductor's vectorized kernels is about half of that
-# compile's CPU time (measured here: 75 s -> 48 s of CPU for ResNet-20). What this file tests is the graph — the
-# ops' fakes, strides and autograd under AOT, k and t as inputs — which does not depend on how Inductor vectorizes its
-# own kernels (the ops themselves are extern calls in the graph); `-m slow` compiles the other three models with SIMD.
-SCALAR_CPP = {"cpp.vec_isa_ok": False}
 
 
 def make(name):
@@ -40,9 +34,7 @@ def test_compiled_model_matches_eager(name):
     size = MODELS[name]
     x, labels = torch.randn(2, 3, size, size), torch.tensor([3, 7])
     eager_loss, eager_grads = loss_and_gradients(eager, x, labels)
-    # the forward and the backward graph compile at their first call
-    with torch._inductor.config.patch(SCALAR_CPP if name in COMPILED_IN_DEFAULT_RUN else {}):
-        compiled_loss, compiled_grads = loss_and_gradients(compiled_model, x, labels, forward=compiled)
+    compiled_loss, compiled_grads = loss_and_gradients(compiled_model, x, labels, forward=compiled)
     assert compiled_loss == pytest.approx(eager_loss, rel=1e-4, abs=1e-4)
     assert_gradients_close(compiled_grads, eager_grads)
 
