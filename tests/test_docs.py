@@ -104,3 +104,19 @@ def test_every_test_the_reliability_table_names_exists():
         tests = {node.name for node in ast.walk(ast.parse(path.read_text()))
                  if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
         assert test in tests, f"README names {file}::{test}, which {file} does not define"
+
+
+@pytest.mark.parametrize("launcher,script", [("cifar", "launch/cifar.py"), ("imagenet", "launch/imagenet.py")])
+def test_the_documented_commands_use_existing_flags(launcher, script):
+    """Every `--flag` after a launcher script on a line of README.md or docs/ is a flag of that launcher (or of
+    `accelerate launch`, before it)."""
+    from sdbnn.engine import cli
+
+    parser, _ = {"cifar": cli.cifar_parser, "imagenet": cli.imagenet_parser}[launcher]()
+    text = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    commands = [line for line in re.split(r"(?<!\\)\n", text) if script in line]
+    assert commands, f"the docs show no {script} command"
+    used = {flag for line in commands for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line.split(script, 1)[1])}
+    accelerate_flags = {"--multi_gpu", "--num_processes", "--config_file"}
+    unknown = used - set(parser._option_string_actions) - accelerate_flags
+    assert not unknown, f"the docs use {sorted(unknown)} with {script}"
