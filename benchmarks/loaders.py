@@ -18,9 +18,7 @@ the run records how much CPU other processes used meanwhile: a busy machine is w
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import pickle
 import shutil
 import statistics
 import sys
@@ -34,15 +32,11 @@ from torchvision.datasets import ImageFolder
 
 from benchmarks import common
 from sdbnn import provenance
-from sdbnn.pipelines import DeviceResidentLoader, read_cifar
+from sdbnn.pipelines import DeviceResidentLoader, read_cifar, write_cifar
 from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ffcv_available, write_beton
 from sdbnn.pipelines.loaders import CifarDataset
 from sdbnn.pipelines.transforms import cifar_train_transform, imagenet_train_transform
-
-
-def foolbox_data() -> Path | None:
-    spec = importlib.util.find_spec("foolbox")
-    return None if spec is None else Path(spec.submodule_search_locations[0]) / "data"
+from sdbnn.testing import foolbox_data
 
 
 def synthetic_photos(root: Path, count: int = 20) -> list[Path]:
@@ -80,19 +74,13 @@ def make_cifar_root(root: Path, count: int) -> Path:
     data = foolbox_data()
     if data:
         files = sorted(data.glob("cifar10_*.png"))
-        images = np.stack([np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1).reshape(-1) for f in files])
+        images = np.stack([np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1) for f in files])
         labels = [int(f.stem.split("_")[-1]) for f in files]
     else:  # speed only: the loaders do the same work on any uint8 pixels
-        images = np.random.default_rng(0).integers(0, 256, (20, 3 * 32 * 32), dtype=np.uint8)
+        images = np.random.default_rng(0).integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)
         labels = [index % 10 for index in range(20)]
     repeat = -(-count // len(images))
-    batch = {b"data": np.tile(images, (repeat, 1))[:count], b"labels": (labels * repeat)[:count]}
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(folder / name, "wb") as handle:
-            pickle.dump(batch, handle)
-    return root
+    return write_cifar(root, np.tile(images, (repeat, 1, 1, 1))[:count], (labels * repeat)[:count])
 
 
 def torchvision_baseline(dataset, batch_size: int, workers: int, device: torch.device):
@@ -237,34 +225,33 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+PIPELINES = {"imagenet_torchvision": "ImageNet train, torchvision ImageFolder + DataLoader",
+             "imagenet_ffcv": "ImageNet train, FFCV ({ffcv_storage})",
+             "cifar_torchvision": "CIFAR train, torchvision-style dataset + DataLoader",
+             "cifar_device_resident": "CIFAR train, device-resident loader"}
+
+
 def markdown_table(result: dict) -> str:
     images = "real JPEGs" if result["real_images"] else "synthetic JPEGs (foolbox not installed)"
-    rounds = "ratios measured in the same run"
-    if "rounds" in result:
-        rounds = (f"images/s: medians of {result['rounds']} interleaved rounds; ratio: the median of the rounds' "
-                  "ratios (the two pipelines ran back to back in every round)")
-    lines = [f"{result['workers']} workers each, {images}; {rounds}.", "",
-             "| pipeline | images/s | ratio |", "|---|---|---|",
-             f"| ImageNet train, torchvision ImageFolder + DataLoader | {result['imagenet_torchvision_images_per_s']:,.0f} | 1.00 |"]
-    if "imagenet_ffcv_images_per_s" in result:
-        lines.append(f"| ImageNet train, FFCV ({result['ffcv_storage']}) | {result['imagenet_ffcv_images_per_s']:,.0f} | "
-                     f"{result['imagenet_ffcv_over_torchvision']:.2f}× |")
-    lines += [f"| CIFAR train, torchvision-style dataset + DataLoader | {result['cifar_torchvision_images_per_s']:,.0f} | 1.00 |",
-              f"| CIFAR train, device-resident loader | {result['cifar_device_resident_images_per_s']:,.0f} | "
-              f"{result['cifar_device_over_torchvision']:.1f}× |"]
-    if "imagenet_ffcv_over_torchvision_per_round" in result:
-        per_round = ", ".join(f"{ratio:.2f}" for ratio in result["imagenet_ffcv_over_torchvision_per_round"])
-        lines += ["", f"FFCV ÷ torchvision per round: {per_round}. CPU time per image (this process and its workers): "
-                      f"torchvision {result['imagenet_torchvision_cpu_ms_per_image']:.2f} ms, FFCV "
-                      f"{result['imagenet_ffcv_cpu_ms_per_image']:.2f} ms "
-                      f"({result['imagenet_ffcv_over_torchvision_cpu_time']:.2f}× less)."]
-    contention = result.get("contention")
-    if contention and contention.get("other_processes_cores") is not None:
+    ratios = {name: ratio for ratio, (name, _) in COMPARISONS.items()}
+    lines = [f"{result['workers']} workers each, {images}; images/s: medians of {result['rounds']} interleaved rounds; "
+             "ratio: the median of the rounds' ratios (the two pipelines ran back to back in every round).", "",
+             "| pipeline | images/s | CPU ms per image | ratio (rounds) |", "|---|---|---|---|"]
+    for name, label in PIPELINES.items():
+        if f"{name}_images_per_s" not in result:
+            continue  # FFCV not installed
+        ratio = "1.00"
+        if name in ratios:
+            per_round = ", ".join(f"{value:.2f}" for value in result[f"{ratios[name]}_per_round"])
+            ratio = f"{result[ratios[name]]:.2f}× ({per_round})"
+        lines.append(f"| {label.format(**result)} | {result[f'{name}_images_per_s']:,.0f} | "
+                     f"{result[f'{name}_cpu_ms_per_image']:.2f} | {ratio} |")
+    contention = result["contention"]
+    if contention["other_processes_cores"] is not None:
         lines += ["", f"Other load: other processes used {contention['other_processes_cores']:.2f} of "
-                      f"{contention['cores']} cores on "
-                      f"average during the {contention['timed_seconds']:.0f} s of timed rounds (1-minute load average "
-                      f"{contention['load_average_1min_before']:.2f} before, {contention['load_average_1min_after']:.2f} "
-                      "after)."]
+                      f"{contention['cores']} cores on average during the {contention['timed_seconds']:.0f} s of timed "
+                      f"rounds (1-minute load average {contention['load_average_1min_before']:.2f} before, "
+                      f"{contention['load_average_1min_after']:.2f} after)."]
     return "\n".join(lines) + "\n"
 
 

@@ -92,6 +92,18 @@ def read_cifar(root: str | Path, train: bool, dataset: str = "cifar10") -> Image
     return ImageSet(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), classes)
 
 
+def write_cifar(root: str | Path, images: np.ndarray, labels: list[int]) -> Path:
+    """Write uint8 images [N, 3, 32, 32] and labels as torchvision's extracted CIFAR-10 (every training file and the
+    test file hold the same images): the layout `read_cifar` reads, for tests and benchmarks that cannot download."""
+    folder, train_files, test_files, label_key = CIFAR_LAYOUTS["cifar10"]
+    directory = Path(root) / folder
+    directory.mkdir(parents=True, exist_ok=True)
+    batch = {b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(labels), -1), label_key: list(labels)}
+    for name in train_files + test_files:
+        (directory / name).write_bytes(pickle.dumps(batch))
+    return Path(root)
+
+
 def _cifar_classes(directory: Path, dataset: str) -> list[str]:
     meta = directory / ("batches.meta" if dataset == "cifar10" else "meta")
     key = b"label_names" if dataset == "cifar10" else b"fine_label_names"

@@ -7,6 +7,8 @@ the reference math on CPU) can be checked, and asking for the kernels is one cle
 """
 
 import contextlib
+import importlib.util
+from pathlib import Path
 
 import torch
 
@@ -39,6 +41,13 @@ SURROGATE_CASES = [("ede", point) for point in EDE_POINTS] + [(name, EDE_POINTS[
                                                              if name != "ede"]
 SURROGATE_CASE_IDS = [f"ede-{point}" for point in EDE_POINT_IDS] + [name for name in reference.SURROGATES
                                                                      if name != "ede"]
+
+
+def foolbox_data() -> Path | None:
+    """foolbox's folder of real test images (20 CIFAR-10 PNGs ``cifar10_NN_LABEL.png``, 20 ImageNet JPEGs
+    ``imagenet_NN_LABEL.jpg``): real pixels without a download. None where foolbox is not installed."""
+    spec = importlib.util.find_spec("foolbox")
+    return None if spec is None else Path(spec.submodule_search_locations[0]) / "data"
 
 
 def nonzero_random(shape, dtype, scale=1.5, device="cpu"):

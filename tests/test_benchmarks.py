@@ -71,9 +71,13 @@ def test_loader_benchmark_without_foolbox(tmp_path, monkeypatch):
     assert len(images.labels) == 5 * 45  # five training batches of 45
     folder = loaders.make_imagenet_folder(tmp_path / "imagenet", 7)
     assert len(list(folder.glob("*/*.jpg"))) == 7
-    assert loaders.markdown_table({"real_images": False, "workers": 1, "imagenet_torchvision_images_per_s": 1.0,
-                                   "cifar_torchvision_images_per_s": 1.0, "cifar_device_resident_images_per_s": 2.0,
-                                   "cifar_device_over_torchvision": 2.0}).count("synthetic JPEGs") == 1
+    measured = {f"{name}_{key}": 1.0 for name in ("imagenet_torchvision", "cifar_torchvision", "cifar_device_resident")
+                for key in ("images_per_s", "cpu_ms_per_image")}
+    contention = {"other_processes_cores": None}
+    table = loaders.markdown_table({"real_images": False, "workers": 1, "rounds": 1, "contention": contention,
+                                    "cifar_device_over_torchvision": 2.0, "cifar_device_over_torchvision_per_round": [2.0],
+                                    **measured})
+    assert table.count("synthetic JPEGs") == 1 and "FFCV" not in table and "2.00× (2.00)" in table
 
 
 def test_loader_benchmark_interleaves_rounds_and_records_other_load():

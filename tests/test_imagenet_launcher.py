@@ -1,14 +1,12 @@
 """The two-stage ImageNet launcher on real photos (foolbox's 20 ImageNet JPEGs as train/ and val/), 1 and 2 ranks, and
 stage 1 on two "nodes"."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from helpers import LAUNCH, require_optional, run_script, run_two_nodes, torch_threads
 
 import sdbnn
+from sdbnn import testing
 from sdbnn.engine import cli
 from sdbnn.engine.runs import WEIGHTS, Run
 
@@ -19,8 +17,7 @@ TINY = ["--epochs", "1", "--batch-size", "4", "--resolution", "64", "--workers",
 def imagenet_dir(tmp_path_factory):
     require_optional("foolbox", "the real test images ship in it")
     root = tmp_path_factory.mktemp("imagenet")
-    data = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
-    photos = sorted(data.glob("imagenet_*.jpg"))
+    photos = sorted(testing.foolbox_data().glob("imagenet_*.jpg"))
     for split in ("train", "val"):
         for photo in photos:
             folder = root / split / photo.stem.split("_")[-1]

@@ -4,8 +4,6 @@ foolbox, mlxtend and ffcv are optional: a test that needs one skips without it, 
 lists it (CI: .ci/setup installs all three). The GPU machines have none of them and run only `-m gpu` there.
 """
 
-import importlib.util
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,8 @@ import pytest
 import torch
 from helpers import require_optional
 
-from sdbnn.pipelines import DeviceResidentLoader, load_image_folder, load_mnist5k, read_cifar
+from sdbnn import testing
+from sdbnn.pipelines import DeviceResidentLoader, load_image_folder, load_mnist5k, read_cifar, write_cifar
 from sdbnn.pipelines.cifar import random_crop_flip
 from sdbnn.pipelines.ffcv_data import FFCVImageLoader, ramp_resolution, write_beton
 from sdbnn.pipelines.loaders import build_loaders, cifar_loader, imagenet_loader
@@ -24,9 +23,8 @@ needs_ffcv = pytest.mark.optional("ffcv")
 
 
 def foolbox_data() -> Path:
-    """foolbox's folder of real test images (20 CIFAR-10 PNGs, 20 ImageNet JPEGs)."""
     require_optional("foolbox", "the real test images ship in it")
-    return Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
+    return testing.foolbox_data()
 
 
 def foolbox_images(prefix):
@@ -40,16 +38,9 @@ def foolbox_images(prefix):
 @pytest.fixture(scope="module")
 def cifar_root(tmp_path_factory):
     """torchvision's on-disk CIFAR-10 layout holding foolbox's 20 real CIFAR-10 test images (train = test here)."""
-    root = tmp_path_factory.mktemp("cifar")
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
     images = foolbox_images("cifar10")
-    data = np.stack([image.transpose(2, 0, 1).reshape(-1) for image, _, _ in images])
-    batch = {b"data": data, b"labels": [label for _, label, _ in images]}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(folder / name, "wb") as handle:
-            pickle.dump(batch, handle)
-    return root
+    return write_cifar(tmp_path_factory.mktemp("cifar"), np.stack([image.transpose(2, 0, 1) for image, _, _ in images]),
+                       [label for _, label, _ in images])
 
 
 @pytest.fixture(scope="module")
