@@ -1,13 +1,12 @@
-"""Long runs and clusters (README): a stop signal ends a run at the next step with a checkpoint and the requeue exit
-code; the same command with --resume continues exactly (mid-epoch too), then reports a finished run; the last two
-checkpoints are kept; a SIGKILL mid-epoch loses nothing, nor do several at random moments (in checkpoint writes and
-evaluations too); `accelerate launch --max_restarts` restarts a killed group, which resumes; processes started by a
-scheduler (srun-style) and two "nodes" on 127.0.0.1 train like one node; a second run into a directory a live run
-holds is refused at once.
+"""Long runs and clusters (docs/clusters.md): a stop signal ends a run at the next step with a checkpoint and the
+requeue exit code; the same command with --resume continues exactly (mid-epoch too), then reports a finished run; the
+last two checkpoints are kept; a SIGKILL mid-epoch loses nothing, nor do several at random moments (in checkpoint
+writes and evaluations too); `accelerate launch --max_restarts` restarts a killed group, which resumes; processes
+started by a scheduler (srun-style) and two "nodes" on 127.0.0.1 train like one node; a second run into a directory a
+live run holds is refused at once.
 
 Every comparison is exact (CPU, one thread per process on both sides: the thread count changes float sums)."""
 
-import json
 import os
 import random
 import shutil
@@ -36,6 +35,7 @@ from safetensors.torch import load_file
 from sdbnn.engine.config import TrainConfig
 from sdbnn.engine.kill_points import PAUSE, SECONDS
 from sdbnn.engine.preemption import REQUEUE_EXIT_CODE, Preempted, StopSignals
+from sdbnn.engine.runs import Run
 from sdbnn.engine.trainer import Trainer
 
 LAUNCHER = str(LAUNCH / "cifar.py")
@@ -44,10 +44,6 @@ DIGITS = ["--dataset", "digits", "--batch-size", "32", "--max-images", "384", "-
 STEPS = 12
 # two processes: 640 digits in global batches of 32, 20 steps per epoch, checks (and so checkpoints) at steps 10, 20
 TWO_RANKS = ["--dataset", "digits", "--batch-size", "32", "--max-images", "640", "--epochs", "2"]
-
-
-def records(directory) -> list[dict]:
-    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
 
 
 def untimed(epochs: list[dict]) -> list[dict]:
@@ -60,7 +56,7 @@ def assert_same_run(directory, reference) -> None:
     """Bit-identical final weights and per-epoch metrics."""
     a, b = load_file(reference / "model.safetensors"), load_file(directory / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
-    assert untimed(records(directory)) == untimed(records(reference))
+    assert untimed(Run(directory).records()) == untimed(Run(reference).records())
 
 
 def checkpoint_position(directory) -> tuple[int, int] | None:
@@ -160,7 +156,7 @@ def test_stop_signal_checkpoints_mid_epoch_and_resume_is_exact(tmp_path, capsys,
         resumed.fit()
         assert all(torch.equal(value, resumed.model.state_dict()[key]) for key, value in
                    straight.model.state_dict().items()), name
-        assert untimed(records(tmp_path / name)) == untimed(records(tmp_path / "straight")), name
+        assert untimed(Run(tmp_path / name).records()) == untimed(Run(tmp_path / "straight").records()), name
     err = capsys.readouterr().err
     assert "checkpoint.pt is corrupt" in err and "resuming from the checkpoint before it" in err
 
@@ -231,7 +227,7 @@ def test_sigterm_then_the_same_command_continues_exactly_then_reports_finished(t
     with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, env=cpu_env(OMP_NUM_THREADS="1"), cwd=ROOT,
                                    start_new_session=True)
-        wait_for(lambda: (directory / "metrics.jsonl").is_file() and len(records(directory)) == 1, process)
+        wait_for(lambda: len(Run(directory).records()) == 1, process)
         os.killpg(process.pid, signal.SIGTERM)  # as a scheduler does: the whole process group
         assert process.wait(timeout=600) == REQUEUE_EXIT_CODE
     stderr = (tmp_path / "err").read_text()
@@ -249,7 +245,7 @@ def test_sigterm_then_the_same_command_continues_exactly_then_reports_finished(t
     assert once_more.returncode == 0, once_more.stderr[-3000:]
     assert "holds a finished run: nothing to train" in once_more.stdout and "epoch 1/3" not in once_more.stdout
     assert (directory / "model.safetensors").stat().st_mtime_ns == finished
-    assert len(records(directory)) == 3
+    assert len(Run(directory).records()) == 3
 
 
 @pytest.mark.slow
@@ -266,7 +262,7 @@ def test_resume_after_interruption_is_exact(tmp_path, uninterrupted):
     wait_for(lambda: (checkpoint_position(directory) or (0, 0)) >= (1, 3), process)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
-    assert len(records(directory)) == 1  # killed before epoch 2 ended
+    assert len(Run(directory).records()) == 1  # killed before epoch 2 ended
     epoch, batch = checkpoint_position(directory)
     assert epoch == 1 and 3 <= batch < STEPS
     resumed = run_one(*DIGITS, "--output-dir", str(directory), "--resume")
@@ -279,7 +275,7 @@ def test_resume_after_interruption_is_exact(tmp_path, uninterrupted):
 def test_max_restarts_restarts_a_killed_rank_and_the_run_ends_as_if_uninterrupted(tmp_path, two_process_run):
     # torch's rendezvous keeps one store across restarts (static: always; c10d: unless
     # TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1), and a restarted group's ranks then read the dead ones' addresses (gloo:
-    # "connectFullMesh failed ... Connection refused"): the README's command uses c10d with that variable
+    # "connectFullMesh failed ... Connection refused"): docs/clusters.md's command uses c10d with that variable
     directory = tmp_path / "run"
     command = accelerate_command(LAUNCHER, *TWO_RANKS, "--output-dir", str(directory), "--resume",
                                  "--checkpoint-every-min", "0", processes=2,
@@ -300,7 +296,7 @@ def test_max_restarts_restarts_a_killed_rank_and_the_run_ends_as_if_uninterrupte
 
 @pytest.mark.slow
 def test_scheduler_started_processes_requeue_on_sigterm_and_resume_exactly(tmp_path, two_process_run):
-    """The README's SLURM example starts one process per task with RANK/WORLD_SIZE/MASTER_ADDR in the environment
+    """docs/clusters.md's SLURM example starts one process per task with RANK/WORLD_SIZE/MASTER_ADDR in the environment
     and requeues when they exit with the requeue code: the same here on 127.0.0.1, 2 processes over gloo."""
     directory = tmp_path / "run"
 
@@ -462,5 +458,5 @@ def test_random_kills_then_the_same_resume_command_ends_bit_identical(tmp_path, 
     final = subprocess.run(command(), capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert final.returncode == 0, final.stderr[-3000:]
     assert_same_run(directory, reference)
-    assert [record["epoch"] for record in records(directory)] == list(range(len(records(reference))))
+    assert [record["epoch"] for record in Run(directory).records()] == list(range(len(Run(reference).records())))
     assert not list(directory.rglob("*.tmp"))
