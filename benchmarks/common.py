@@ -1,4 +1,6 @@
-"""What every benchmark records about where it ran, how its time is budgeted, and how results are written.
+"""What every benchmark records about where it ran, how its time is budgeted and how results are written, and the one
+runner of a run of sections: `python -m benchmarks` and the GPU session (`python -m benchmarks.gpu_session`) are its
+two presets.
 
 A `Report` is one JSON + markdown pair for a run of several sections. It is rewritten (atomically) when a section
 starts, reports progress and ends, so a run that fails, runs out of time or is killed keeps everything finished
@@ -8,12 +10,14 @@ before. A section that raises is recorded with its traceback and the next sectio
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
 import os
 import platform
 import re
+import signal
 import statistics
 import sys
 import time
@@ -70,8 +74,16 @@ def environment(device: torch.device) -> dict:
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a timer around CUDA work measures nothing without it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A markdown table, each cell as given."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]) + "\n"
 
 
 def write_results(out: Path, prefix: str, result: dict, markdown: str) -> Path:
@@ -82,8 +94,8 @@ def write_results(out: Path, prefix: str, result: dict, markdown: str) -> Path:
 def write_named_results(out: Path, stem: str, result: dict, markdown: str) -> Path:
     """``<out>/<stem>.json`` and ``<out>/<stem>.md``, each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2, default=str) + "\n")
-    _atomic_write_text(out / f"{stem}.md", markdown)
+    atomic_write(out / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2, default=str) + "\n"))
+    atomic_write(out / f"{stem}.md", lambda tmp: tmp.write_text(markdown))
     return out / f"{stem}.json"
 
 
@@ -109,28 +121,29 @@ def result_stem(prefix: str, result: dict) -> str:
 
 
 class Budget:
-    """Seconds of wall clock that work may still start in; a child budget never outlives its parent."""
+    """Seconds of wall clock that work may still start in (None: no limit); a child budget never outlives its parent."""
 
-    def __init__(self, seconds: float | None = None, parent: Budget | None = None):
-        self.seconds, self.parent, self.started = seconds, parent, time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+    def __init__(self, seconds: float | None = None, deadline: float = math.inf):
+        self.seconds = seconds
+        self.deadline = min(deadline, math.inf if seconds is None else time.perf_counter() + seconds)
 
     def remaining(self) -> float:
-        own = math.inf if self.seconds is None else self.seconds - self.elapsed()
-        return own if self.parent is None else min(own, self.parent.remaining())
+        return self.deadline - time.perf_counter()
 
     def allows(self, estimate_s: float = 0.0) -> bool:
         """Whether work expected to take ``estimate_s`` seconds can still start (and, as far as known, finish)."""
         return self.remaining() > max(estimate_s, 0.0)
 
     def child(self, seconds: float | None) -> Budget:
-        return Budget(seconds, parent=self)
+        return Budget(seconds, self.deadline)
 
 
 class Interrupted(BaseException):
     """Raised into a running section when the process is told to stop (SIGTERM from a hard time limit)."""
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by --inject-failure: tests prove that a failing section leaves the others' results."""
 
 
 class Section:
@@ -142,11 +155,7 @@ class Section:
         self.name = name
         self.data = {} if data is None else data
         self.budget = budget or Budget()
-        self._save = save
-
-    def save(self) -> None:
-        if self._save is not None:
-            self._save()
+        self.save = save or (lambda: None)
 
     def skip(self, item: str, reason: str) -> None:
         self.data.setdefault("skipped", []).append(f"{item}: {reason}")
@@ -188,30 +197,23 @@ class Report:
         self.result = {**info, "sections": []}
         self._markdown: dict[str, tuple[str, Callable[[dict], str] | None]] = {}
 
-    @property
-    def json_path(self) -> Path | None:
-        return None if self.out is None else self.out / f"{self.stem}.json"
-
     def run(self, name: str, fn: Callable[[Section], dict | None], markdown: Callable[[dict], str] | None = None,
             budget: Budget | None = None, title: str | None = None) -> dict:
         """Run ``fn(section)`` unless the budget is spent; a raised exception is recorded, never propagated (except
         an interruption, after the files are written)."""
         budget = budget or Budget()
-        data = {"status": "running", "budget_s": None if budget.seconds is None else round(budget.seconds, 1)}
-        self.result[name] = data
-        self.result["sections"].append(name)
-        self._markdown[name] = (title or name.capitalize(), markdown)
+        data = self._add(name, {"status": "running", "budget_s": None if budget.seconds is None
+                                else round(budget.seconds, 1)}, title, markdown)
         if not budget.allows():
             data.update(status="skipped", reason="time budget spent before it started", seconds=0.0)
             log(f"== {name}: skipped (time budget spent)")
             self.write()
             return data
         log(f"== {name} (budget {'none' if budget.seconds is None else f'{budget.remaining():.0f} s'})")
-        section = Section(name, data, budget, self.write)
         self.write()
         started = time.perf_counter()
         try:
-            returned = fn(section)
+            returned = fn(Section(name, data, budget, self.write))
             if returned is not None and returned is not data:
                 data.update(returned)
             data["status"] = "errors" if data.get("errors") else "incomplete" if data.get("skipped") else "ok"
@@ -227,47 +229,42 @@ class Report:
             log(f"== {name}: {data['status']} in {data['seconds']:.1f} s")
         return data
 
-    def skip_rest(self, names: list[str], reason: str) -> None:
+    def _add(self, name: str, data: dict, title: str | None, markdown: Callable[[dict], str] | None) -> dict:
+        self.result[name] = data
+        self.result["sections"].append(name)
+        self._markdown[name] = (title or name.capitalize(), markdown)
+        return data
+
+    def skip(self, names: Sequence[str], reason: str) -> None:
+        """Record the sections of ``names`` not run yet as skipped for ``reason``."""
         for name in names:
             if name not in self.result:
-                self.result[name] = {"status": "skipped", "reason": reason, "seconds": 0.0}
-                self.result["sections"].append(name)
-                self._markdown[name] = (name.capitalize(), None)
+                self._add(name, {"status": "skipped", "reason": reason, "seconds": 0.0}, None, None)
         self.write()
 
     def failed(self) -> list[str]:
         return [name for name in self.result["sections"] if self.result[name]["status"] in FAILING_STATUSES]
 
-    def finish(self, kind: str = "sections") -> int:
-        """Say where the results are and which parts failed; the exit status (1 when any part failed)."""
-        log(f"wrote {self.json_path} and .md")
-        failed = self.failed()
-        if failed:
-            log(f"failed {kind}: {', '.join(failed)}")
-        return 1 if failed else 0
-
     def markdown(self) -> str:
         lines = [f"# {self.title}", ""]
         for note in self.notes:
             lines += [note, ""]
-        lines += ["| section | status | seconds | budget s |", "|---|---|---|---|"]
-        for name in self.result["sections"]:
-            data = self.result[name]
-            budget = "—" if data.get("budget_s") is None else f"{data['budget_s']:.0f}"
-            lines.append(f"| {name} | {SECTION_STATUSES[data['status']]} | {data.get('seconds', 0):.1f} | {budget} |")
-        lines.append("")
-        for name in self.result["sections"]:
-            lines.append(self._section_markdown(name))
-        return "\n".join(lines).rstrip() + "\n"
+        rows = [[name, SECTION_STATUSES[data["status"]], f"{data.get('seconds', 0):.1f}",
+                 "—" if data.get("budget_s") is None else f"{data['budget_s']:.0f}"]
+                for name, data in ((name, self.result[name]) for name in self.result["sections"])]
+        lines.append(table(["section", "status", "seconds", "budget s"], rows))
+        return "\n".join(lines + [self._section_markdown(name) for name in self.result["sections"]]).rstrip() + "\n"
 
     def _section_markdown(self, name: str) -> str:
         data = self.result[name]
-        title, table = self._markdown.get(name, (name.capitalize(), None))
+        title, markdown = self._markdown[name]
         lines = [f"## {title}", "", f"Status: {SECTION_STATUSES[data['status']]}"
                  + (f" — {data['reason']}" if data.get("reason") else "") + ".", ""]
-        if table is not None and data["status"] not in ("skipped",):
+        if data.get("note"):  # what a CPU or tiny run's numbers mean
+            lines += [f"{data['note']}.", ""]
+        if markdown is not None and data["status"] != "skipped":
             try:
-                lines.append(table(data))
+                lines.append(markdown(data))
             except Exception as error:  # noqa: BLE001 - partial results may not fill the table
                 lines.append(f"(no table: {type(error).__name__}: {error})\n")
         if data.get("skipped"):
@@ -280,8 +277,84 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def write(self) -> None:
-        if self.out is None:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.out / f"{self.stem}.json", json.dumps(self.result, indent=2, default=str) + "\n")
-        _atomic_write_text(self.out / f"{self.stem}.md", self.markdown())
+        if self.out is not None:
+            write_named_results(self.out, self.stem, self.result, self.markdown())
+
+
+# --- the runner of both presets ------------------------------------------------------------------------------------
+
+def parser(prog: str, doc: str, names: Sequence[str], out: Path) -> argparse.ArgumentParser:
+    """The options of every run of sections; a preset adds its own."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=out, help=f"folder for the JSON and markdown (default: {out})")
+    parser.add_argument("--only", nargs="+", choices=names, default=list(names), help="run these (default: all)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--budget-s", "--total-s", dest="total_s", type=float,
+                        help="start no new work after this many seconds (default: the sum of the sections' budgets)")
+    parser.add_argument("--budget", action="append", default=[], metavar="NAME=SECONDS",
+                        help="a section's own budget (repeatable), e.g. training=240 or gpu_tests=300")
+    parser.add_argument("--inject-failure", action="append", default=[], choices=names,
+                        help="make this section raise at its start (tests the failure path)")
+    return parser
+
+
+def budgets(parser: argparse.ArgumentParser, args: argparse.Namespace, defaults: dict) -> dict:
+    """Each section's own budget in seconds: ``defaults`` (None: none of its own; 0: runs only when given one) with
+    --budget NAME=SECONDS over them."""
+    given = {}
+    for item in args.budget:
+        name, _, seconds = item.partition("=")
+        if name not in defaults or not seconds:
+            parser.error(f"--budget takes NAME=SECONDS with NAME one of {', '.join(defaults)}, got {item!r}")
+        given[name] = float(seconds)
+    return {**defaults, **given}
+
+
+def start_report(out: Path, prefix: str, title: str, device: torch.device, prog: str, argv: list[str] | None,
+                 **extra) -> Report:
+    """A run's report, named ``<prefix>-<device>-<date>``: where it ran (a tree too broken for `environment` still
+    gets its files, and the GPU session's preflight says what broke), ``extra``, and the command with the versions."""
+    try:
+        where = environment(device)
+    except Exception as error:  # noqa: BLE001
+        where = {"device": device_name(device), "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+                 "triton": None, "fused_path": f"unknown ({type(error).__name__}: {error})"}
+    info = {**where, **extra, "command": " ".join([prog, *(sys.argv[1:] if argv is None else argv)])}
+    note = f"`{info['command']}`; torch {info['torch']}, triton {info['triton']}, fused path: {info['fused_path']}."
+    return Report(out, result_stem(prefix, info), info, f"{title} — {info['device']} — {info['date']}", [note])
+
+
+def run_sections(report: Report, sections: dict[str, tuple], budgets: dict, total_s: float | None,
+                 inject_failure: Sequence[str] = ()) -> int:
+    """Run ``sections`` ({name: (title, body(section), table(data))}) in order, each guarded, within ``total_s``
+    seconds (None: no limit). A section may use its own budget plus whatever earlier ones left, never what later
+    ones reserve. SIGTERM (a hard time limit) marks the running section interrupted and the rest skipped; the files
+    keep everything written before. The exit status: 1 when a section failed."""
+    def interrupt(signum, frame):
+        raise Interrupted(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    names, total = list(sections), Budget(total_s)
+    try:
+        for index, name in enumerate(names):
+            title, body, markdown = sections[name]
+            if budgets[name] == 0:
+                report.skip([name], f"not requested (--budget {name}=SECONDS runs it)")
+                continue
+            reserved_later = sum(budgets[later] or 0 for later in names[index + 1:])
+            allowance = min(total.remaining(), max(budgets[name] or 0, total.remaining() - reserved_later))
+
+            def guarded(section, name=name, body=body):
+                if name in inject_failure:
+                    raise InjectedFailure(f"--inject-failure {name}")
+                return body(section)
+
+            report.run(name, guarded, markdown, total.child(None if math.isinf(allowance) else allowance), title)
+    except Interrupted:
+        report.skip(names, "the run was stopped (hard time limit) before it started")
+        log("interrupted: results so far are written")
+        return 1
+    log(f"wrote {report.out / report.stem}.json and .md" if report.out else "done")
+    if report.failed():
+        log(f"failed: {', '.join(report.failed())}")
+    return 1 if report.failed() else 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What a session with a lent GPU runs, as one call from the source tree (nothing installed there; PYTHONPATH=.):
-# the stages of benchmarks/gpu_session/ (one module each) in priority order within a ~6-minute budget (see its
-# docstring and the README's "GPU" section). Results (JSON, markdown) go to $OUT (the device tool's folder) or
+# the stages of benchmarks/gpu_session/ in priority order within a ~6-minute budget (see its docstring and
+# docs/benchmarks.md). Results (JSON, markdown) go to $OUT (the device tool's folder) or
 # benchmarks/results, rewritten as each stage ends; the whole output is also logged there as gpu-session.log.
 # Arguments go to the Python module:
 #   bash benchmarks/gpu_session.sh                          # the GPU run

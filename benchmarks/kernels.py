@@ -13,12 +13,11 @@ from __future__ import annotations
 import statistics
 import time
 import types
-from dataclasses import asdict, dataclass, field
 
 import torch
 
 import sdbnn.ops  # noqa: F401 - registers torch.ops.sdbnn
-from benchmarks.common import Section, log
+from benchmarks.common import Section, log, synchronize, table
 from sdbnn import reference
 
 K, T = 1.0, 2.5  # EDE mid-schedule; the cost does not depend on them
@@ -39,26 +38,6 @@ QUICK_CASES = [
     ("tiny.nchw", (2, 8, 9, 7), (8, 8, 3, 3), "nchw"),
     ("tiny.nhwc", (2, 8, 9, 7), (8, 8, 3, 3), "nhwc"),
 ]
-
-
-@dataclass
-class Row:
-    op: str
-    case: str
-    shape: list[int]
-    layout: str
-    dtype: str
-    provider: str
-    forward_ms: float
-    forward_backward_ms: float
-    bytes_forward: int
-    bytes_forward_backward: int
-    peak_memory_mb: float | None
-    first_call_s: float  # includes compilation for the compiled provider
-    gbps_forward: float = 0.0
-    gbps_forward_backward: float = 0.0
-    copy_fraction_forward_backward: float | None = None
-    speedup_vs: dict[str, float] = field(default_factory=dict)
 
 
 def time_ms(fn, device: torch.device, quick: bool) -> float:
@@ -132,23 +111,18 @@ def providers(surrogate: str, op: str, device: torch.device, compile_backend: st
             "compiled": torch.compile(own_code(eager), fullgraph=True, backend=compile_backend)}
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(op: str, case, dtype, device, surrogate: str, quick: bool, copy_gbps: float,
-            compile_backend: str = "inductor") -> list[Row]:
+            compile_backend: str = "inductor") -> list[dict]:
+    """One row per provider, the fused one first with its share of the copy bandwidth and its speed-up over each
+    baseline (forward+backward)."""
     label, act_shape, weight_shape, layout = case
     shape = act_shape if op == "act_sign" else weight_shape
     make = _act_inputs if op == "act_sign" else _weight_inputs
     a, b, grad = make(shape, layout, dtype, device)
     k, t = torch.tensor(K, device=device), torch.tensor(T, device=device)
     a_leaf, b_leaf = a.detach().requires_grad_(), b.detach().requires_grad_()
-    element_bytes = a.element_size()
     # forward reads a, writes the sign; backward reads g and a, writes da (the per-channel tensors are negligible)
-    bytes_forward = 2 * a.numel() * element_bytes
-    bytes_forward_backward = 5 * a.numel() * element_bytes
+    bytes_forward, bytes_forward_backward = 2 * a.numel() * a.element_size(), 5 * a.numel() * a.element_size()
     rows = []
     for name, fn in providers(surrogate, op, device, compile_backend).items():
         def forward():
@@ -161,50 +135,41 @@ def measure(op: str, case, dtype, device, surrogate: str, quick: bool, copy_gbps
         started = time.perf_counter()
         forward()
         forward_backward()  # compiles both graphs of the compiled provider
-        _synchronize(device)
-        first_call_s = time.perf_counter() - started
-        forward_ms = time_ms(forward, device, quick)
-        forward_backward_ms = time_ms(forward_backward, device, quick)
-        rows.append(
-            Row(
-                op, label, list(shape), layout, str(dtype).removeprefix("torch."), name, forward_ms,
-                forward_backward_ms, bytes_forward, bytes_forward_backward, peak_memory_mb(forward_backward, device),
-                first_call_s=first_call_s,
-                gbps_forward=bytes_forward / (forward_ms * 1e6),
-                gbps_forward_backward=bytes_forward_backward / (forward_backward_ms * 1e6),
-            )
-        )
+        synchronize(device)
+        first_call_s = time.perf_counter() - started  # includes compilation for the compiled provider
+        forward_ms, forward_backward_ms = time_ms(forward, device, quick), time_ms(forward_backward, device, quick)
+        rows.append({"op": op, "case": label, "shape": list(shape), "layout": layout,
+                     "dtype": str(dtype).removeprefix("torch."), "provider": name, "forward_ms": forward_ms,
+                     "forward_backward_ms": forward_backward_ms, "bytes_forward": bytes_forward,
+                     "bytes_forward_backward": bytes_forward_backward,
+                     "peak_memory_mb": peak_memory_mb(forward_backward, device), "first_call_s": first_call_s,
+                     "gbps_forward": bytes_forward / (forward_ms * 1e6),
+                     "gbps_forward_backward": bytes_forward_backward / (forward_backward_ms * 1e6),
+                     "copy_fraction_forward_backward": None, "speedup_vs": {}})
     fused = rows[0]
-    fused.copy_fraction_forward_backward = fused.gbps_forward_backward / copy_gbps
+    fused["copy_fraction_forward_backward"] = fused["gbps_forward_backward"] / copy_gbps
     for baseline in rows[1:]:
-        fused.speedup_vs[baseline.provider] = baseline.forward_backward_ms / fused.forward_backward_ms
+        fused["speedup_vs"][baseline["provider"]] = baseline["forward_backward_ms"] / fused["forward_backward_ms"]
     return rows
 
 
 def markdown_table(result: dict) -> str:
-    lines = [
-        f"Measured copy bandwidth {result['copy_bandwidth_gbps']:.3g} GB/s; reference compiled by "
-        f"{result.get('compile_backend', 'inductor')}. Forward+backward (fwd+bwd) times; ratios are baseline time / "
-        "fused time in this run.",
-        "",
-        "| op | case | layout | dtype | MB | fused fwd ms | fused fwd+bwd ms | fwd+bwd GB/s | of copy BW | × eager | "
-        "× compiled | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for row in result["rows"]:
         if row["provider"] != "fused":
             continue
-        peak = "n/a" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}"
-        megabytes = row["bytes_forward"] / 2 / 1e6  # the input tensor
         ratios = [f"{row['speedup_vs'][name]:.2f}" if name in row["speedup_vs"] else "—"
                   for name in ("eager", "compiled")]
-        lines.append(
-            f"| {row['op']} | {row['case']} {tuple(row['shape'])} | {row['layout']} | {row['dtype']} | "
-            f"{megabytes:.1f} | "
-            f"{row['forward_ms']:.3f} | {row['forward_backward_ms']:.3f} | {row['gbps_forward_backward']:.3g} | "
-            f"{row['copy_fraction_forward_backward']:.0%} | {ratios[0]} | {ratios[1]} | {peak} |"
-        )
-    return "\n".join(lines) + "\n"
+        rows.append([row["op"], f"{row['case']} {tuple(row['shape'])}", row["layout"], row["dtype"],
+                     f"{row['bytes_forward'] / 2 / 1e6:.1f}",  # the input tensor
+                     f"{row['forward_ms']:.3f}", f"{row['forward_backward_ms']:.3f}",
+                     f"{row['gbps_forward_backward']:.3g}", f"{row['copy_fraction_forward_backward']:.0%}", *ratios,
+                     "n/a" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}"])
+    return (f"Measured copy bandwidth {result['copy_bandwidth_gbps']:.3g} GB/s; reference compiled by "
+            f"{result.get('compile_backend', 'inductor')}. Forward+backward (fwd+bwd) times; ratios are baseline time / "
+            "fused time in this run.\n\n"
+            + table(["op", "case", "layout", "dtype", "MB", "fused fwd ms", "fused fwd+bwd ms", "fwd+bwd GB/s",
+                     "of copy BW", "× eager", "× compiled", "peak MB"], rows))
 
 
 def default_jobs(quick: bool) -> list[tuple]:
@@ -234,10 +199,10 @@ def run(quick: bool, device: torch.device, surrogate: str = "ede", *, jobs: list
         if not section.allows(label, job_estimate_s):
             continue
         rows = measure(op, case, dtype, device, surrogate, quick, data["copy_bandwidth_gbps"], compile_backend)
-        data["rows"].extend(asdict(row) for row in rows)
+        data["rows"].extend(rows)
         fused = rows[0]
-        log(f"{label}: fused fwd+bwd {fused.forward_backward_ms:.3f} ms, {fused.gbps_forward_backward:.0f} GB/s "
-            f"({fused.copy_fraction_forward_backward:.0%} of copy), "
-            + ", ".join(f"{ratio:.2f}x {name}" for name, ratio in fused.speedup_vs.items()))
+        log(f"{label}: fused fwd+bwd {fused['forward_backward_ms']:.3f} ms, {fused['gbps_forward_backward']:.0f} GB/s "
+            f"({fused['copy_fraction_forward_backward']:.0%} of copy), "
+            + ", ".join(f"{ratio:.2f}x {name}" for name, ratio in fused["speedup_vs"].items()))
         section.save()
     return data

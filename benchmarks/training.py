@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 import sdbnn
-from benchmarks.common import Section, log
+from benchmarks.common import Section, log, rate_text, synchronize, table
 from sdbnn.pipelines.synthetic import CIFAR_TEST_IMAGES, CIFAR_TRAIN_IMAGES
 
 K, T = 1.0, 2.5  # mid-schedule EDE; the cost does not depend on them
@@ -57,11 +58,6 @@ VARIANTS = {
 DEFAULT_VARIANTS = ("sdbnn", "sdbnn_cudagraphs", "reference_compiled", "reference_fp32", "full_precision")
 QUICK_VARIANTS = ("sdbnn", "reference_fp32", "full_precision")
 CUDA_ONLY_VARIANTS = ("sdbnn_cudagraphs",)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def synthetic_batches(batch: int, resolution: int, classes: int, device: torch.device, count: int = 4, seed: int = 0):
@@ -162,15 +158,15 @@ def _rate(step, prepared: Prepared, warmup: int, steps: int) -> tuple[float, flo
         started = time.perf_counter()
         step(prepared, *batches[index % len(batches)])
         if index == 0 and step is train_step and prepared.first_step_s is None:
-            _synchronize(device)
+            synchronize(device)
             prepared.first_step_s = time.perf_counter() - started
-    _synchronize(device)
+    synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     for index in range(steps):
         step(prepared, *batches[index % len(batches)])
-    _synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return steps * batches[0][0].shape[0] / seconds, peak
@@ -179,14 +175,14 @@ def _rate(step, prepared: Prepared, warmup: int, steps: int) -> tuple[float, flo
 def step_counts(quick: bool, variant: str) -> tuple[int, int]:
     """(warm-up, timed) steps: eager fp32 is slow, so it gets fewer."""
     if quick:
-        return 2, 3
+        return 1, 2
     return (3, 10) if variant == "reference_fp32" else (5, 30)
 
 
-def measure(prepared: Prepared, quick: bool, steps: tuple[int, int] | None = None) -> dict:
+def measure(prepared: Prepared, quick: bool) -> dict:
     """Train rate (and, with a recipe, eval rate and the recipe's projected schedule) of a prepared model."""
     batch, resolution, _optimizer, recipe = prepared.case
-    warmup, timed = steps or step_counts(quick, prepared.variant)
+    warmup, timed = step_counts(quick, prepared.variant)
     row = {"model": prepared.model_name, "variant": prepared.variant, "batch": batch, "resolution": resolution,
            "precision": "bf16 autocast" if prepared.autocast else "fp32",
            "compiled": prepared.compile_backend, "cudagraphs": prepared.cudagraphs}
@@ -236,80 +232,85 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def run(quick: bool, device: torch.device, models: list[str] | None = None, *, variants: tuple[str, ...] | None = None,
-        compile_backend: str = "inductor", section: Section | None = None) -> dict:
-    """Every model × variant, each built, measured and released in turn; saved after every row."""
+        compile_backend: str = "inductor", section: Section | None = None, pairs: list[tuple[str, str]] | None = None,
+        cases: dict | None = None, autocast: bool | None = None, kept: dict | None = None,
+        estimate: Callable[[str, str, bool], float] = lambda model, variant, reused: 0.0) -> dict:
+    """Every (model, variant) of ``pairs`` (default: each model × each variant for this device), each built, measured
+    and released in turn, saved after every row; a row that fails is recorded and the next one runs. ``kept``:
+    models prepared earlier ({(model, variant): Prepared}, compiled once), measured instead of new ones; a pair
+    starts only while the section's budget allows its ``estimate(model, variant, reused)`` seconds."""
     section = section or Section("training")
-    cases = QUICK_CASES if quick else FULL_CASES
     if models:
         unknown = sorted(set(models) - set(FULL_CASES))
         if unknown:
             raise ValueError(f"no training benchmark for {', '.join(unknown)}; choose from {', '.join(FULL_CASES)}")
-        cases = {name: (QUICK_CASES.get(name) if quick else None) or FULL_CASES[name] for name in models}
-    variants = variants or (QUICK_VARIANTS if quick else DEFAULT_VARIANTS)
-    if device.type != "cuda":
-        variants = tuple(name for name in variants if name not in CUDA_ONLY_VARIANTS)
+    cases = cases or {name: (QUICK_CASES.get(name) if quick else None) or FULL_CASES[name]
+                      for name in models or (QUICK_CASES if quick else FULL_CASES)}
+    if pairs is None:
+        variants = variants or (QUICK_VARIANTS if quick else DEFAULT_VARIANTS)
+        pairs = [(model, variant) for model in cases for variant in variants
+                 if device.type == "cuda" or variant not in CUDA_ONLY_VARIANTS]
+    kept = {} if kept is None else kept
     data = section.data
     data.update(quick=quick, compile_backend=compile_backend, rows=[])
-    for model_name, case in cases.items():
-        for variant in variants:
-            label = f"{model_name} {variant}"
-            if not section.allows(label):
-                continue
-            prepared = prepare(model_name, case, variant, device, compile_backend=compile_backend)
-            try:
-                row = measure(prepared, quick)
-            finally:
-                release(prepared)
-                del prepared
-                torch._dynamo.reset()  # alone in this section: nothing compiled needs to outlive its row
+    for model_name, variant in pairs:
+        label, reused = f"{model_name} {variant}", (model_name, variant) in kept
+        if not section.allows(label, estimate(model_name, variant, reused)):
+            continue
+        prepared = None
+        try:
+            prepared = kept.pop((model_name, variant), None) or prepare(
+                model_name, cases[model_name], variant, device, compile_backend=compile_backend, autocast=autocast)
+            row = measure(prepared, quick)
+            row["compiled_in"] = "an earlier section" if reused else "this section"
             data["rows"].append(row)
             add_ratios(data["rows"])
-            log(f"{model_name:18} {variant:18} {row['train_images_per_s']:10.1f} img/s")
-            section.save()
+            log(f"{model_name:18} {variant:18} {rate_text(row['train_images_per_s']):>10} img/s"
+                + (f" (first step {row['first_step_s']:.1f} s)" if row.get("first_step_s") else ""))
+        except Exception as error:  # noqa: BLE001 - the next pair still runs
+            section.error(label, error)
+        finally:
+            release(prepared)
+            prepared = None
+            if not kept:  # nothing compiled needs to outlive its row
+                torch._dynamo.reset()
+        section.save()
     return data
 
 
-def _cell(row: dict | None, key: str, fmt: str) -> str:
-    if row is None or row.get(key) is None:
-        return "—"
-    if fmt == "rate":  # thousands on a GPU, single digits in a CPU smoke run
-        return format(row[key], ",.0f" if row[key] >= 100 else ".3g")
-    return format(row[key], fmt)
-
-
 def markdown_table(result: dict) -> str:
-    lines = [
-        "Images/s of one training step (forward, loss, backward, optimizer); ratios against the other variants of the "
-        "same model in this run.",
-        "",
-        "| model | batch × px | SD-BNN img/s | CUDA graphs img/s | compiled reference img/s | eager fp32 reference "
-        "img/s | full-precision img/s | × compiled reference | × eager fp32 | ÷ full precision | "
-        "graphs × | peak MB (SD / eager ref / FP) | projected schedule (graphs) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
     by_model: dict[str, dict] = {}
     for row in result["rows"]:
         by_model.setdefault(row["model"], {})[row["variant"]] = row
 
-    def peak(row):
-        return "—" if row is None or row.get("train_peak_mb") is None else f"{row['train_peak_mb']:.0f}"
+    def cell(row, key, fmt=None):
+        if row is None or row.get(key) is None:
+            return "—"
+        return format(row[key], fmt) if fmt else rate_text(row[key])
 
-    for model, rows in by_model.items():
-        sd, graphs = rows.get("sdbnn"), rows.get("sdbnn_cudagraphs")
-        ref, compiled_ref, fp = rows.get("reference_fp32"), rows.get("reference_compiled"), rows.get("full_precision")
-        first = next(iter(rows.values()))
+    rows = []
+    for model, variants in by_model.items():
+        sd, graphs = variants.get("sdbnn"), variants.get("sdbnn_cudagraphs")
+        ref, fp = variants.get("reference_fp32"), variants.get("full_precision")
+        first = next(iter(variants.values()))
         projected = "—"
         if sd is not None and "projected_schedule_min" in sd:
             projected = f"{sd['projected_schedule_min']:.1f} min"
             if graphs is not None and "projected_schedule_min" in graphs:
                 projected += f" ({graphs['projected_schedule_min']:.1f} min)"
             projected += f", {sd['recipe_epochs']} epochs"
-        lines.append(
-            f"| {model} | {first['batch']} × {first['resolution']} | {_cell(sd, 'train_images_per_s', 'rate')} | "
-            f"{_cell(graphs, 'train_images_per_s', 'rate')} | {_cell(compiled_ref, 'train_images_per_s', 'rate')} | "
-            f"{_cell(ref, 'train_images_per_s', 'rate')} | {_cell(fp, 'train_images_per_s', 'rate')} | "
-            f"{_cell(sd, 'speedup_vs_reference_compiled', '.2f')} | {_cell(sd, 'speedup_vs_reference_fp32', '.2f')} | "
-            f"{_cell(sd, 'ratio_to_full_precision', '.2f')} | {_cell(graphs, 'speedup_vs_sdbnn', '.2f')} | "
-            f"{peak(sd)} / {peak(ref)} / {peak(fp)} | {projected} |"
-        )
-    return "\n".join(lines) + "\n"
+        rows.append([model, f"{first['batch']} × {first['resolution']}",
+                     *[cell(variants.get(name), "train_images_per_s") for name in
+                       ("sdbnn", "sdbnn_cudagraphs", "reference_compiled", "reference_fp32", "full_precision")],
+                     cell(sd, "speedup_vs_reference_compiled", ".2f"), cell(sd, "speedup_vs_reference_fp32", ".2f"),
+                     cell(sd, "ratio_to_full_precision", ".2f"), cell(graphs, "speedup_vs_sdbnn", ".2f"),
+                     " / ".join(cell(row, "train_peak_mb", ".0f") for row in (sd, ref, fp)), projected])
+    firsts = [f"{row['model']} {row['variant']} {row['first_step_s']:.0f} s" for row in result["rows"]
+              if row.get("first_step_s") is not None]
+    return ("Images/s of one training step (forward, loss, backward, optimizer); ratios against the other variants of "
+            "the same model in this run.\n\n"
+            + table(["model", "batch × px", "SD-BNN img/s", "CUDA graphs img/s", "compiled reference img/s",
+                     "eager fp32 reference img/s", "full-precision img/s", "× compiled reference", "× eager fp32",
+                     "÷ full precision", "graphs ×", "peak MB (SD / eager ref / FP)", "projected schedule (graphs)"],
+                    rows)
+            + ("\nFirst step (compilation included): " + ", ".join(firsts) + ".\n" if firsts else ""))

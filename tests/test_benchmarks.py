@@ -15,7 +15,7 @@ import torch
 from helpers import cpu_env, require_optional
 
 from benchmarks import common, kernels
-from benchmarks.gpu_session import correctness, fused_ops
+from benchmarks.gpu_session import stages
 from benchmarks.gpu_session.plan import TINY_PLAN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,9 +150,12 @@ def test_one_command_keeps_going_after_a_failing_section(tmp_path, monkeypatch):
     def fake_training(quick, device, models, section, variants):
         section.data["rows"] = [] if variants is None else list(variants)
 
-    loader_numbers = {"real_images": False, "workers": 1, "imagenet_torchvision_images_per_s": 10.0,
-                      "cifar_torchvision_images_per_s": 1.0, "cifar_device_resident_images_per_s": 5.0,
-                      "cifar_device_over_torchvision": 5.0}
+    loader_numbers = {"real_images": False, "workers": 1, "rounds": 1, "contention": {"other_processes_cores": None},
+                      "cifar_device_over_torchvision": 5.0, "cifar_device_over_torchvision_per_round": [5.0],
+                      **{f"{name}_{key}": value for name, value in (("imagenet_torchvision", 10.0),
+                                                                    ("cifar_torchvision", 1.0),
+                                                                    ("cifar_device_resident", 5.0))
+                         for key in ("images_per_s", "cpu_ms_per_image")}}
     monkeypatch.setattr(training, "run", fake_training)
     monkeypatch.setattr(loaders, "run", lambda options: dict(loader_numbers))
     out = tmp_path / "failing"
@@ -163,7 +166,7 @@ def test_one_command_keeps_going_after_a_failing_section(tmp_path, monkeypatch):
     assert result["training"]["status"] == "ok" and result["loaders"]["status"] == "ok"
     assert result["training"]["rows"] == ["sdbnn"]  # --variants reaches the training section
     assert result["loaders"]["cifar_device_over_torchvision"] == 5.0
-    assert "## Loaders" in markdown and "| CIFAR train, device-resident loader | 5 | 5.0× |" in markdown
+    assert "## Loaders" in markdown and "| CIFAR train, device-resident loader | 5 | 5.00 | 5.00× (5.00) |" in markdown
 
     out = tmp_path / "no-time"
     assert one_command.main(["--quick", "--out", str(out), "--budget-s", "0"]) == 0
@@ -218,19 +221,19 @@ def test_gpu_session_runs_every_stage_tiny(tmp_path):
                         "predictions": "ok", "gpu_tests": "skipped", "targets": "ok"}
     assert set(report["preflight"]["imports"].values()) == {"ok"}
     checks = report["correctness"]["kernel_checks"]
-    assert len(checks) == sum(map(len, correctness.kernel_check_matrix(TINY_PLAN)))
+    assert len(checks) == sum(map(len, stages.kernel_check_matrix(TINY_PLAN)))
     assert all(check["passed"] for check in checks)
     assert [model["model"] for model in report["correctness"]["models"]] == ["resnet20", "resnet18_imagenet"]
     assert all(model["passed"] for model in report["correctness"]["models"])
     assert {row["case"] for row in report["fused_ops"]["rows"]} >= {"resnet18.layer1", "resnet18.layer2"}
     configs = report["fused_ops"]["launch_configs"]  # which kernel configuration each measured case launches
-    assert [job["case"] for job in configs] == [case[0] for _, case, _ in fused_ops.fused_op_jobs(TINY_PLAN)]
+    assert [job["case"] for job in configs] == [case[0] for _, case, _ in stages.fused_op_jobs(TINY_PLAN)]
     assert all(len(job["launches"]) == 2 and job["launches"][0]["num_warps"] > 0 for job in configs)
     trained = {(row["model"], row["variant"]) for row in report["training"]["rows"]}
     assert trained == {("resnet18_imagenet", variant) for variant in
                        ("sdbnn", "reference_fp32", "full_precision", "reference_compiled")} | {
         ("resnet20", "sdbnn"), ("resnet20", "sdbnn_cudagraphs")}
-    reused = [row for row in report["training"]["rows"] if row["compiled_in"] == "correctness stage"]
+    reused = [row for row in report["training"]["rows"] if row["compiled_in"] == "an earlier section"]
     assert {(row["model"], row["variant"]) for row in reused} == {("resnet20", "sdbnn"), ("resnet18_imagenet", "sdbnn")}
     trainer = report["trainer"]
     assert len(trainer["epochs"]) == 2 and trainer["train_images_per_s"] == trainer["epochs"][1]["train_images_per_s"]

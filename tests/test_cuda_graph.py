@@ -47,7 +47,7 @@ def test_resnet20_bf16_compiles_forward_and_backward_for_sm90(tmp_path):
 
 def test_gpu_session_sets_measured_steps_against_predictions(tmp_path, monkeypatch):
     from benchmarks.common import Section
-    from benchmarks.gpu_session import predictions
+    from benchmarks.gpu_session import targets as predictions
     from benchmarks.gpu_session.plan import TINY_PLAN, Session
 
     rows = [{"model": "resnet20", "precision": "bf16", "arch": "sm_90", "batch": 128, "predicted_step_ms": 2.0,

@@ -1,5 +1,5 @@
 """What the stages of a GPU session share: the plan (the GPU run or the tiny CPU run), the session state, and the
-shape of a stage. Budgets, skips and reports are `benchmarks.common`'s Budget / Section / Report."""
+shape of a stage. Budgets, skips, reports and the runner are `benchmarks.common`'s."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ class Session:
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One stage: what it measures (``run``), its budget on the GPU and in the tiny run (seconds), and its report
-    rows (``table``: markdown from the stage's data)."""
+    """One stage: what it measures (``run``), its budget on the GPU and in the tiny run (seconds; 0: only when given
+    one with --budget), and its report rows (``table``: markdown from the stage's data)."""
 
     name: str
     title: str
