@@ -235,11 +235,9 @@ class Report:
         self._markdown[name] = (title or name.capitalize(), markdown)
         return data
 
-    def skip(self, names: Sequence[str], reason: str) -> None:
-        """Record the sections of ``names`` not run yet as skipped for ``reason``."""
-        for name in names:
-            if name not in self.result:
-                self._add(name, {"status": "skipped", "reason": reason, "seconds": 0.0}, None, None)
+    def skip(self, name: str, reason: str, title: str | None = None) -> None:
+        """Record a section that did not run as skipped for ``reason``."""
+        self._add(name, {"status": "skipped", "reason": reason, "seconds": 0.0}, title, None)
         self.write()
 
     def failed(self) -> list[str]:
@@ -339,7 +337,7 @@ def run_sections(report: Report, sections: dict[str, tuple], budgets: dict, tota
         for index, name in enumerate(names):
             title, body, markdown = sections[name]
             if budgets[name] == 0:
-                report.skip([name], f"not requested (--budget {name}=SECONDS runs it)")
+                report.skip(name, f"not requested (--budget {name}=SECONDS runs it)", title)
                 continue
             reserved_later = sum(budgets[later] or 0 for later in names[index + 1:])
             allowance = min(total.remaining(), max(budgets[name] or 0, total.remaining() - reserved_later))
@@ -351,7 +349,9 @@ def run_sections(report: Report, sections: dict[str, tuple], budgets: dict, tota
 
             report.run(name, guarded, markdown, total.child(None if math.isinf(allowance) else allowance), title)
     except Interrupted:
-        report.skip(names, "the run was stopped (hard time limit) before it started")
+        for name in names:
+            if name not in report.result:
+                report.skip(name, "the run was stopped (hard time limit) before it started", sections[name][0])
         log("interrupted: results so far are written")
         return 1
     log(f"wrote {report.out / report.stem}.json and .md" if report.out else "done")

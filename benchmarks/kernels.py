@@ -75,20 +75,14 @@ def peak_memory_mb(fn, device: torch.device) -> float | None:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def _act_inputs(shape, layout, dtype, device):
-    x = (torch.rand(shape, device=device, dtype=torch.float32) * 2 - 1).to(dtype)
-    if layout == "nhwc":
-        x = x.to(memory_format=torch.channels_last)
-    shift = torch.rand(shape[:2], device=device, dtype=dtype)
-    return x, shift, torch.randn_like(x)
-
-
-def _weight_inputs(shape, layout, dtype, device):
-    w = (torch.randn(shape, device=device, dtype=torch.float32) * 0.1).to(dtype)
-    if layout == "nhwc":
-        w = w.to(memory_format=torch.channels_last)
-    alpha = torch.randn(shape[0], device=device, dtype=dtype)
-    return w, alpha, torch.randn_like(w)
+def _inputs(op: str, shape, layout: str, dtype, device):
+    """(a, b, incoming gradient): activations in [-1, 1) and a shift per (N, C), or weights and an alpha per filter."""
+    if op == "act_sign":
+        a, b = torch.rand(shape, device=device) * 2 - 1, torch.rand(shape[:2], device=device, dtype=dtype)
+    else:
+        a, b = torch.randn(shape, device=device) * 0.1, torch.randn(shape[0], device=device, dtype=dtype)
+    a = a.to(dtype).to(memory_format=torch.channels_last if layout == "nhwc" else torch.contiguous_format)
+    return a, b, torch.randn_like(a)
 
 
 def own_code(fn):
@@ -101,12 +95,9 @@ def own_code(fn):
 def providers(surrogate: str, op: str, device: torch.device, compile_backend: str = "inductor") -> dict:
     """name -> function(a, b, k, t) of the op; "fused" is the custom op (Triton on CUDA); "compiled" is the reference
     compiled by ``compile_backend``, freshly for each call (one compiled function per case)."""
-    if op == "act_sign":
-        fused = lambda a, b, k, t: torch.ops.sdbnn.act_sign(a, b, k, t, surrogate)  # noqa: E731
-        eager = lambda a, b, k, t: reference.act_sign(a, b, k, t, surrogate)  # noqa: E731
-    else:
-        fused = lambda a, b, k, t: torch.ops.sdbnn.weight_sign(a, b, k, t, surrogate)  # noqa: E731
-        eager = lambda a, b, k, t: reference.weight_sign(a, b, k, t, surrogate)  # noqa: E731
+    fused_op, reference_op = getattr(torch.ops.sdbnn, op), getattr(reference, op)
+    fused = lambda a, b, k, t: fused_op(a, b, k, t, surrogate)  # noqa: E731
+    eager = lambda a, b, k, t: reference_op(a, b, k, t, surrogate)  # noqa: E731
     return {"fused": fused, "eager": eager,
             "compiled": torch.compile(own_code(eager), fullgraph=True, backend=compile_backend)}
 
@@ -117,8 +108,7 @@ def measure(op: str, case, dtype, device, surrogate: str, quick: bool, copy_gbps
     baseline (forward+backward)."""
     label, act_shape, weight_shape, layout = case
     shape = act_shape if op == "act_sign" else weight_shape
-    make = _act_inputs if op == "act_sign" else _weight_inputs
-    a, b, grad = make(shape, layout, dtype, device)
+    a, b, grad = _inputs(op, shape, layout, dtype, device)
     k, t = torch.tensor(K, device=device), torch.tensor(T, device=device)
     a_leaf, b_leaf = a.detach().requires_grad_(), b.detach().requires_grad_()
     # forward reads a, writes the sign; backward reads g and a, writes da (the per-channel tensors are negligible)
@@ -166,8 +156,8 @@ def markdown_table(result: dict) -> str:
                      f"{row['gbps_forward_backward']:.3g}", f"{row['copy_fraction_forward_backward']:.0%}", *ratios,
                      "n/a" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}"])
     return (f"Measured copy bandwidth {result['copy_bandwidth_gbps']:.3g} GB/s; reference compiled by "
-            f"{result.get('compile_backend', 'inductor')}. Forward+backward (fwd+bwd) times; ratios are baseline time / "
-            "fused time in this run.\n\n"
+            f"{result.get('compile_backend', 'inductor')}. Forward+backward (fwd+bwd) times; ratios are baseline "
+            "time / fused time in this run.\n\n"
             + table(["op", "case", "layout", "dtype", "MB", "fused fwd ms", "fused fwd+bwd ms", "fwd+bwd GB/s",
                      "of copy BW", "× eager", "× compiled", "peak MB"], rows))
 

@@ -55,7 +55,6 @@ VARIANTS = {
     "reference_fp32": Variant(True, "reference", False, False),
     "full_precision": Variant(False, "ops", True, True),
 }
-DEFAULT_VARIANTS = ("sdbnn", "sdbnn_cudagraphs", "reference_compiled", "reference_fp32", "full_precision")
 QUICK_VARIANTS = ("sdbnn", "reference_fp32", "full_precision")
 CUDA_ONLY_VARIANTS = ("sdbnn_cudagraphs",)
 
@@ -88,10 +87,6 @@ class Prepared:
     first_step_s: float | None = None  # the first training step: includes compilation
 
     @property
-    def backend(self) -> str:
-        return VARIANTS[self.variant].backend
-
-    @property
     def cudagraphs(self) -> bool:
         return VARIANTS[self.variant].mode == "reduce-overhead" and self.device.type == "cuda"
 
@@ -103,61 +98,48 @@ def build_model(model_name: str, variant: str, device: torch.device) -> torch.nn
     return model
 
 
-def compile_model(model: torch.nn.Module, variant: str, device: torch.device, backend: str = "inductor"):
-    """torch.compile(fullgraph=True) as the variant asks; a mode only applies to Inductor (and CUDA graphs to CUDA)."""
-    spec = VARIANTS[variant]
-    if not spec.compiled:
-        return model
-    mode = spec.mode if backend == "inductor" and device.type == "cuda" else None
-    return torch.compile(model, fullgraph=True, backend=backend, mode=mode)
-
-
 def prepare(model_name: str, case: tuple, variant: str, device: torch.device, *, compile_backend: str = "inductor",
             autocast: bool | None = None, model: torch.nn.Module | None = None) -> Prepared:
-    """Build (or take) the model, compile it as the variant asks, make its optimizer and batches. Compilation itself
-    happens at the first step. ``autocast`` None: bf16 autocast on CUDA for the low-precision variants."""
+    """Build (or take) the model, compile it as the variant asks (torch.compile(fullgraph=True); a mode only applies
+    to Inductor, and CUDA graphs to CUDA), make its optimizer and batches. Compilation itself happens at the first
+    step. ``autocast`` None: bf16 autocast on CUDA for the low-precision variants."""
     batch, resolution, optimizer_name, _recipe = case
     spec = VARIANTS[variant]
     model = model if model is not None else build_model(model_name, variant, device)
-    if autocast is None:
-        autocast = device.type == "cuda"
-    forward = compile_model(model, variant, device, compile_backend)
+    forward = model
+    if spec.compiled:
+        mode = spec.mode if compile_backend == "inductor" and device.type == "cuda" else None
+        forward = torch.compile(model, fullgraph=True, backend=compile_backend, mode=mode)
     optimizer = (torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
                  if optimizer_name == "sgd" else torch.optim.Adam(model.parameters(), lr=1e-3))
     classes = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].out_features
     return Prepared(model_name, variant, case, device, model, forward, optimizer,
-                    synthetic_batches(batch, resolution, classes, device), autocast and spec.low_precision,
+                    synthetic_batches(batch, resolution, classes, device),
+                    (device.type == "cuda" if autocast is None else autocast) and spec.low_precision,
                     compile_backend if spec.compiled else None)
 
 
-def train_step(prepared: Prepared, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def step(prepared: Prepared, images: torch.Tensor, labels: torch.Tensor, train: bool = True) -> None:
+    """One training step (forward, cross-entropy, backward, optimizer), or one evaluation forward."""
     if prepared.cudagraphs:  # a new iteration: the previous step's graph outputs may be overwritten
         torch.compiler.cudagraph_mark_step_begin()
-    with sdbnn.backend(prepared.backend):
+    with sdbnn.backend(VARIANTS[prepared.variant].backend), torch.set_grad_enabled(train):
         with torch.autocast(prepared.device.type, dtype=torch.bfloat16, enabled=prepared.autocast):
-            loss = F.cross_entropy(prepared.forward(images), labels)
-        prepared.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-    prepared.optimizer.step()
-    return loss.detach()
+            output = prepared.forward(images)
+            loss = F.cross_entropy(output, labels) if train else None
+        if train:
+            prepared.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            prepared.optimizer.step()
 
 
-@torch.no_grad()
-def eval_step(prepared: Prepared, images: torch.Tensor, labels: torch.Tensor) -> None:
-    if prepared.cudagraphs:
-        torch.compiler.cudagraph_mark_step_begin()
-    with sdbnn.backend(prepared.backend):
-        with torch.autocast(prepared.device.type, dtype=torch.bfloat16, enabled=prepared.autocast):
-            prepared.forward(images)
-
-
-def _rate(step, prepared: Prepared, warmup: int, steps: int) -> tuple[float, float | None]:
+def _rate(prepared: Prepared, warmup: int, steps: int, train: bool) -> tuple[float, float | None]:
     """Images per second over ``steps`` calls after ``warmup`` calls (compilation happens there), and peak MB."""
     batches, device = prepared.batches, prepared.device
     for index in range(warmup):
         started = time.perf_counter()
-        step(prepared, *batches[index % len(batches)])
-        if index == 0 and step is train_step and prepared.first_step_s is None:
+        step(prepared, *batches[index % len(batches)], train)
+        if index == 0 and train and prepared.first_step_s is None:
             synchronize(device)
             prepared.first_step_s = time.perf_counter() - started
     synchronize(device)
@@ -165,7 +147,7 @@ def _rate(step, prepared: Prepared, warmup: int, steps: int) -> tuple[float, flo
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     for index in range(steps):
-        step(prepared, *batches[index % len(batches)])
+        step(prepared, *batches[index % len(batches)], train)
     synchronize(device)
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
@@ -187,11 +169,11 @@ def measure(prepared: Prepared, quick: bool) -> dict:
            "precision": "bf16 autocast" if prepared.autocast else "fp32",
            "compiled": prepared.compile_backend, "cudagraphs": prepared.cudagraphs}
     prepared.model.train()
-    row["train_images_per_s"], row["train_peak_mb"] = _rate(train_step, prepared, warmup, timed)
+    row["train_images_per_s"], row["train_peak_mb"] = _rate(prepared, warmup, timed, train=True)
     row["first_step_s"] = prepared.first_step_s
     if recipe and VARIANTS[prepared.variant].binary and VARIANTS[prepared.variant].backend == "ops":
         prepared.model.eval()  # evaluation rate, for the whole-schedule projection (compiles the eval graph)
-        row["eval_images_per_s"], _ = _rate(eval_step, prepared, warmup, timed)
+        row["eval_images_per_s"], _ = _rate(prepared, warmup, timed, train=False)
         prepared.model.train()
         from sdbnn.engine.cli import recipe_path
         from sdbnn.engine.config import load_recipe
@@ -240,14 +222,10 @@ def run(quick: bool, device: torch.device, models: list[str] | None = None, *, v
     models prepared earlier ({(model, variant): Prepared}, compiled once), measured instead of new ones; a pair
     starts only while the section's budget allows its ``estimate(model, variant, reused)`` seconds."""
     section = section or Section("training")
-    if models:
-        unknown = sorted(set(models) - set(FULL_CASES))
-        if unknown:
-            raise ValueError(f"no training benchmark for {', '.join(unknown)}; choose from {', '.join(FULL_CASES)}")
     cases = cases or {name: (QUICK_CASES.get(name) if quick else None) or FULL_CASES[name]
                       for name in models or (QUICK_CASES if quick else FULL_CASES)}
     if pairs is None:
-        variants = variants or (QUICK_VARIANTS if quick else DEFAULT_VARIANTS)
+        variants = variants or (QUICK_VARIANTS if quick else tuple(VARIANTS))
         pairs = [(model, variant) for model in cases for variant in variants
                  if device.type == "cuda" or variant not in CUDA_ONLY_VARIANTS]
     kept = {} if kept is None else kept

@@ -42,7 +42,8 @@ def preflight(section: Section, session: Session) -> None:
             data["versions"][module] = f"missing ({type(error).__name__})"
             if module in REQUIRED_MODULES:
                 data["imports"][module] = f"{type(error).__name__}: {error}"
-    data["environment"] = {key: os.environ.get(key) for key in ("TRITON_INTERPRET", "PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
+    data["environment"] = {key: os.environ.get(key)
+                           for key in ("TRITON_INTERPRET", "PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         data["device"] = {"name": properties.name, "capability": f"{properties.major}.{properties.minor}",
@@ -77,7 +78,8 @@ def preflight(section: Section, session: Session) -> None:
 
 
 def preflight_table(data: dict) -> str:
-    rows = [*data.get("versions", {}).items(), *((f"device {key}", value) for key, value in data.get("device", {}).items())]
+    rows = [*data.get("versions", {}).items(),
+            *((f"device {key}", value) for key, value in data.get("device", {}).items())]
     if "fused_path" in data:
         rows.append(("fused path", data["fused_path"]))
     if "first_kernels_s" in data:
@@ -178,8 +180,8 @@ def compare_model(name: str, session: Session) -> dict:
         "gradients": gradients, "passed": loss_error <= BF16_LOSS_RTOL and gradients["passed"],
     }
     log(f"correctness: {name} compiled bf16 vs reference bf16: loss {loss_error:.1e}, gradients "
-        f"{gradients['relative_error']:.4f}, {len(gradients['parameters_over'])}/{gradients['parameters']} tensors over "
-        f"{BF16_PARAMETER_GRAD_RTOL:g} (bf16 vs fp32 reference: {gradients['bf16_vs_fp32']:.3f}) -> "
+        f"{gradients['relative_error']:.4f}, {len(gradients['parameters_over'])}/{gradients['parameters']} tensors "
+        f"over {BF16_PARAMETER_GRAD_RTOL:g} (bf16 vs fp32 reference: {gradients['bf16_vs_fp32']:.3f}) -> "
         f"{'ok' if result['passed'] else 'FAIL'}")
     return result
 
@@ -204,7 +206,8 @@ def correctness(section: Section, session: Session) -> None:
 
 
 def correctness_table(data: dict) -> str:
-    from sdbnn.testing import BF16_GLOBAL_GRAD_RTOL, BF16_LOSS_RTOL, BF16_PARAMETER_GRAD_RTOL, BF16_PARAMETERS_OVER_SHARE
+    from sdbnn.testing import (BF16_GLOBAL_GRAD_RTOL, BF16_LOSS_RTOL, BF16_PARAMETER_GRAD_RTOL,
+                               BF16_PARAMETERS_OVER_SHARE)
 
     checks = data.get("kernel_checks", [])
     failed = [check["check"] for check in checks if not check["passed"]]
@@ -220,10 +223,10 @@ def correctness_table(data: dict) -> str:
                      f"{grads['relative_error']:.4f}", f"{len(grads['parameters_over'])}/{grads['parameters']}", worst,
                      f"{grads['bf16_vs_fp32']:.3f}", f"{item['first_step_s']:.1f}",
                      "ok" if item["passed"] else "**FAIL**"])
-    return (f"{text}\nCompiled fused-op model vs reference backend, both bf16 autocast. Limits: loss {BF16_LOSS_RTOL:g} "
-            f"relative; all gradients ‖ΔG‖/‖G‖ ≤ {BF16_GLOBAL_GRAD_RTOL:g}; at most {BF16_PARAMETERS_OVER_SHARE:.0%} "
-            f"of the parameter tensors over {BF16_PARAMETER_GRAD_RTOL:g}. bf16 vs fp32 (reference backend) shows what "
-            "bf16 itself changes in a binary network.\n\n"
+    return (f"{text}\nCompiled fused-op model vs reference backend, both bf16 autocast. Limits: loss "
+            f"{BF16_LOSS_RTOL:g} relative; all gradients ‖ΔG‖/‖G‖ ≤ {BF16_GLOBAL_GRAD_RTOL:g}; at most "
+            f"{BF16_PARAMETERS_OVER_SHARE:.0%} of the parameter tensors over {BF16_PARAMETER_GRAD_RTOL:g}. bf16 vs fp32 "
+            "(reference backend) shows what bf16 itself changes in a binary network.\n\n"
             + table(["model", "batch × px", "loss error", "gradient error", "tensors over", "worst tensor",
                      "bf16 vs fp32", "first step s", "result"], rows))
 
@@ -281,8 +284,10 @@ def fused_ops_table(data: dict) -> str:
     lines = [f"- {job['case']} {job['layout']} {job['dtype']}: `{item['kernel']}` grid {item['grid']}, "
              f"{item['num_warps']} warps, " + ", ".join(f"{key}={value}" for key, value in item["constexprs"].items())
              for job in data.get("launch_configs", []) for item in job["launches"]]
-    return kernels.markdown_table(data) + ("\nLaunch configurations measured (the launchers' choices; compare "
-                                           "`benchmarks.kernel_resources`):\n\n" + "\n".join(lines) + "\n" if lines else "")
+    if not lines:
+        return kernels.markdown_table(data)
+    return (kernels.markdown_table(data) + "\nLaunch configurations measured (the launchers' choices; compare "
+            "`benchmarks.kernel_resources`):\n\n" + "\n".join(lines) + "\n")
 
 
 # --- d. training step: `benchmarks.training` on the pairs the README's targets need, models from b reused ------------

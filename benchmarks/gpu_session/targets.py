@@ -68,9 +68,9 @@ def profiled_kernels(session: Session, row: dict, top: int = 15) -> list[dict]:
                                 compile_backend=plan.compile_backend, autocast=True)
     images, labels = prepared.batches[0]
     for _ in range(2):
-        training.train_step(prepared, images, labels)
+        training.step(prepared, images, labels)
     with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as profiler:
-        training.train_step(prepared, images, labels)
+        training.step(prepared, images, labels)
         if cuda:
             torch.cuda.synchronize()
     expected, measured = {}, {}
@@ -91,7 +91,8 @@ def predictions_table(data: dict) -> str:
     text = (f"Predicted by `benchmarks.cuda_graph` ({data.get('source') or 'no prediction file'}), H100.\n\n"
             + table(["model", "variant", "batch (predicted at)", "measured ms", "predicted ms", "measured ÷ predicted"],
                     [[row["model"], row["variant"], f"{row['batch']} ({row['predicted_batch']})",
-                      f"{row['measured_ms']:.3f}", f"{row['predicted_ms']:.3f}", f"{row['measured_over_predicted']:.2f}"]
+                      f"{row['measured_ms']:.3f}", f"{row['predicted_ms']:.3f}",
+                      f"{row['measured_over_predicted']:.2f}"]
                      for row in data.get("rows", [])]))
     if data.get("kernels"):
         text += "\n" + table(["kernel (one ResNet-20 step)", "measured µs", "predicted µs"],
@@ -131,7 +132,8 @@ def targets(section: Section, session: Session) -> None:
 
 def targets_table(data: dict) -> str:
     return table(["target", "goal", "measured", "met"],
-                 [[item["target"], item["goal"], "not measured" if item["measured"] is None else f"{item['measured']:.2f}",
+                 [[item["target"], item["goal"],
+                   "not measured" if item["measured"] is None else f"{item['measured']:.2f}",
                    "—" if item["met"] is None else ("yes" if item["met"] else "**no**")]
                   for item in data.get("targets", [])])
 
