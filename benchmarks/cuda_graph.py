@@ -4,26 +4,12 @@
     python -m benchmarks.cuda_graph --arch 90 --models resnet20 --precision bf16 --out /tmp/cg
 
 Each model at its recipe's per-device batch and image size, channels_last, compiled as the Trainer compiles it on
-CUDA (`torch.compile(model, fullgraph=True)`, Inductor, default mode), forward and backward, with Inductor's Triton
-kernels compiled to cubin for the target (`benchmarks.cuda_offline` holds every patch of torch internals).
-
-How, without a GPU: the C++ autograd engine will not run a backward on fake CUDA tensors, so dynamo and AOTAutograd
-trace the step on CPU tensors (bf16: under CPU autocast) up to the partitioned forward and backward graphs; each is
-then moved to `cuda:0` (device arguments, fake inputs, fake values propagated again) and handed to Inductor's
-`compile_fx_inner` for the CUDA target. What can differ from a GPU compile, in detail in
-docs/benchmarks.md §The CUDA training graph, without a GPU: (1) autocast's CPU policy instead of CUDA's, checked
-on every bf16 run (`autocast_check`: one forward on fake CUDA tensors under CUDA autocast against one on CPU under
-CPU autocast, op by op with dtypes; only batch norm's saved statistics differ, fp32 on CUDA, bf16 on CPU, and the
-batch-norm decomposition's CPU branch keeps them bf16 in the graph); (2) device-dependent decompositions: mm / addmm / bmm get their CUDA branches
-(`cuda_offline.cuda_decompositions`); (3) convolutions report cuDNN's output layout (`cuda_offline`); (4) no
-autotuning and no mm padding (both benchmark on the device): every autotune config is compiled, and a kernel spills
-when all its configs do (`spills`).
-
-Prediction (H100 SXM, the constants in `benchmarks.cuda_costs`): each Inductor kernel Inductor's own byte count /
-HBM bandwidth, each convolution and mm max(bytes / bandwidth, FLOPs / tensor-core peak), each custom op its inputs'
-and outputs' bytes / bandwidth, plus `LAUNCH_US` per launch; the eager rest of a step (cross-entropy and its
-gradient, the optimizer's foreach step) is counted op by op on fake tensors, as is the whole eager fp32 reference
-step (each aten op one kernel, `EAGER_OP_US` each). Predictions, not measurements.
+CUDA (`torch.compile(model, fullgraph=True)`, Inductor), forward and backward, Inductor's kernels compiled to cubin
+for the target (`benchmarks.cuda_offline` holds every patch of torch internals). The C++ autograd engine runs no
+backward on fake CUDA tensors, so the step is traced on CPU (bf16: CPU autocast, checked against CUDA autocast by
+`autocast_check`) up to AOTAutograd's partitioned graphs, each then moved to cuda:0 and lowered by Inductor for the
+target. The predicted H100 time counts bytes, FLOPs and launches (`graph_cost`, `eager_cost`). Predictions, not
+measurements: docs/benchmarks.md §The CUDA training graph, without a GPU.
 """
 
 from __future__ import annotations
@@ -32,8 +18,10 @@ import argparse
 import copy
 import datetime
 import json
+import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,12 +29,34 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-from benchmarks.cuda_costs import (EAGER_OP_US, HBM_BYTES_PER_S, LAUNCH_US, MM_FP32_FLOPS, TENSOR_FLOPS, _fake_model,
-                                   build, eager_reference, eager_rest, fake_cuda, graph_cost)
-from benchmarks.kernel_resources import MODELS, recipe_batch
+from benchmarks.kernel_resources import MODELS, recipe, recipe_batch, resources, table
 
 ROOT = Path(__file__).resolve().parent.parent
+HBM_BYTES_PER_S = 3.35e12  # H100 SXM HBM3
+TENSOR_FLOPS = {torch.bfloat16: 989e12, torch.float16: 989e12, torch.float32: 494e12}  # dense; fp32 convs run TF32
+MM_FP32_FLOPS = 67e12  # fp32 mm without TF32 (torch's default for matmul)
+LAUNCH_US = 4.0  # per kernel launch: host launch + the device's gap between kernels
+EAGER_OP_US = 8.0  # per eager aten op: Python + dispatcher + launch (the eager reference is host-bound on small ops)
+FOREACH_TENSORS_PER_LAUNCH = 64  # multi_tensor_apply's tensors per launch (depth 2-4 lists)
+NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "detach", "lift_fresh"}
+
+
+def build(model_name: str, fake_device: str | None = None) -> torch.nn.Module:
+    """The model as `benchmarks.training` builds it for a GPU step: train mode, channels_last, EDE (k, t) set; or,
+    with ``fake_device``, for use inside a FakeTensorMode: built on meta outside it, its parameters fake tensors on
+    that device, left NCHW (a fake tensor cannot be swapped; the same bytes)."""
+    import sdbnn
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily(), torch.device("meta" if fake_device else "cpu"):
+        torch.manual_seed(0)
+        model = sdbnn.create_model(model_name).train()
+        if not model_name.endswith("_fp"):
+            sdbnn.set_ede(model, 1.0, 1.0)
+    return model.to_empty(device=fake_device) if fake_device else model.to(memory_format=torch.channels_last)
 
 
 # --- compiling ---------------------------------------------------------------------------------------------------
@@ -94,7 +104,7 @@ def _placeholder_outputs(gm: torch.fx.GraphModule):
 
 def compile_step(model_name: str, batch: int, size: int, precision: str, arch: int, backend: str = "ops",
                  compile_kernels: bool = True) -> dict:
-    """Forward and backward of one training step compiled for sm_<arch>: {"graphs": [{backward, code, gm}],
+    """Forward and backward of one training step compiled for sm_<arch>: {"costs": {"forward", "backward"},
     "kernels": [compiled kernel configs], "dynamo_graphs", "graph_breaks"}."""
     import sdbnn
     from torch._dynamo.utils import counters
@@ -106,14 +116,14 @@ def compile_step(model_name: str, batch: int, size: int, precision: str, arch: i
     torch._dynamo.reset()
     counters.clear()
     cuda_offline.compiled_kernels.clear()
-    graphs, dynamo_graphs = [], []
+    costs, dynamo_graphs = {}, []
 
     def inner(gm, example_inputs, **kwargs):
         placeholder = _placeholder_outputs(gm)
         with cuda_offline.cuda_target(arch, compile_kernels):  # fake CUDA values under the patched queries too
             cuda_gm, inputs = _retarget(copy.deepcopy(gm), example_inputs, detect_fake_mode(example_inputs))
             compiled = compile_fx_inner(cuda_gm, inputs, **kwargs)
-        graphs.append({"backward": bool(kwargs.get("is_backward")), "code": compiled.source_code, "gm": cuda_gm})
+        costs["backward" if kwargs.get("is_backward") else "forward"] = graph_cost(compiled.source_code, cuda_gm)
         return placeholder
 
     def backend_fn(gm, example_inputs):
@@ -126,58 +136,168 @@ def compile_step(model_name: str, batch: int, size: int, precision: str, arch: i
     with sdbnn.backend(backend), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
         logits = compiled(images)
     logits.float().sum().backward()
-    return {"graphs": graphs, "kernels": list(cuda_offline.compiled_kernels), "dynamo_graphs": len(dynamo_graphs),
-            "graph_breaks": sum(counters["graph_break"].values())}
+    return {"costs": costs, "kernels": list(cuda_offline.compiled_kernels),
+            "dynamo_graphs": len(dynamo_graphs), "graph_breaks": sum(counters["graph_break"].values())}
+
+
+class Ops(TorchDispatchMode):
+    """Records every op dispatched inside it: (op, its tensors' dtypes, their bytes, FLOPs, peak FLOP/s, launches),
+    and keeps no tensor (a reference kept would stop autograd from stealing a gradient: a copy more)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tensors = [value for value in tree_leaves((args, kwargs, out)) if isinstance(value, torch.Tensor)]
+        name = func.overloadpacket.__name__
+        launches = math.ceil(len(args[0]) / FOREACH_TENSORS_PER_LAUNCH) if name.startswith("_foreach") else 1
+        self.ops.append((func, tuple(str(tensor.dtype) for tensor in tensors), sum(map(_bytes, tensors)),
+                         *flops(name, args, out), launches))
+        return out
 
 
 def autocast_check(model_name: str, batch: int, size: int) -> dict:
     """One forward under CUDA autocast on fake CUDA tensors vs under CPU autocast on CPU: the (op, dtypes) sequence
     must be the same, or the CPU-traced bf16 graph is not the one a GPU would build."""
-    def trace(device: str, context) -> list:
-        class Record(torch.utils._python_dispatch.TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                leaves = torch.utils._pytree.tree_leaves((args, out))
-                dtypes = [str(value.dtype) for value in leaves if isinstance(value, torch.Tensor)]
-                ops.append((str(func), tuple(dtypes)))
-                return out
-
-        ops = []
-        with context:
-            model = _fake_model(model_name, "cuda:0" if device == "cuda" else "cpu")
-            images = torch.empty(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device, torch.bfloat16), torch.no_grad(), Record():
-                model(images)
-        return ops
-
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    cuda_ops = trace("cuda", fake_cuda())
-    cpu_ops = trace("cpu", FakeTensorMode(allow_non_fake_inputs=True))
+    from benchmarks import cuda_offline
+
+    def trace(device: str) -> list:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            model = build(model_name, "cuda:0" if device == "cuda" else "cpu")
+            images = torch.empty(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device, torch.bfloat16), torch.no_grad(), Ops() as ops:
+                model(images)
+        return [(str(func), dtypes) for func, dtypes, *_ in ops.ops]
+
+    with cuda_offline.cuda_target(90, compile_kernels=False):  # CUDA autocast and fake CUDA tensors need no driver
+        cuda_ops = trace("cuda")
+    cpu_ops = trace("cpu")
     differences = [(a, b) for a, b in zip(cuda_ops, cpu_ops) if a != b]
     return {"ops": len(cuda_ops), "same_ops": [a[0] for a in cuda_ops] == [b[0] for b in cpu_ops],
             "same": cuda_ops == cpu_ops, "differing": dict(Counter(a[0] for a, _ in differences)),
             "example": [list(map(str, pair)) for pair in differences[:1]] or None}
 
 
+# --- the cost model ----------------------------------------------------------------------------------------------
+
+
+def _bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    return sum(_bytes(item) for item in value) if isinstance(value, (list, tuple)) else 0
+
+
+def flops(name: str, args, out) -> tuple[float, float]:
+    """(FLOPs, peak FLOP/s) of an aten op: convolutions on the tensor cores (fp32 as TF32), matmuls too unless fp32;
+    no FLOPs for anything else (Inductor's kernels and the custom ops are timed by their bytes)."""
+    if name == "convolution":
+        return 2.0 * math.prod(out.shape) * math.prod(args[1].shape[1:]), TENSOR_FLOPS.get(args[0].dtype, math.inf)
+    if name == "convolution_backward":  # input and weight gradients, as the output mask asks
+        conv = 2.0 * math.prod(args[0].shape) * math.prod(args[2].shape[1:])
+        return conv * sum(map(bool, args[-1][:2])), TENSOR_FLOPS.get(args[0].dtype, math.inf)
+    if name in ("mm", "addmm", "bmm"):
+        a, b = args[-2:]
+        peak = MM_FP32_FLOPS if a.dtype == torch.float32 else TENSOR_FLOPS.get(a.dtype, math.inf)
+        return 2.0 * math.prod(a.shape) * b.shape[-1], peak
+    return 0.0, math.inf
+
+
+EXTERN_OPS = {("aten", op) for op in ("convolution", "convolution_backward", "mm", "addmm", "bmm")}  # not Inductor's
+_META = re.compile(r"'kernel_name': '(\w+)'.*?'kernel_num_gb': ([\d.e+-]+)")
+_LAUNCH = re.compile(r"^\s+(triton_\w+)\.run\(", re.MULTILINE)
+_EXTERN = re.compile(r"(extern_kernels\.(\w+)|torch\.ops\.(\w+)\.(\w+)\.\w+|aten\.(\w+)\.\w+)\(")
+
+
+def graph_cost(code: str, gm: torch.fx.GraphModule) -> dict:
+    """Launches, bytes, FLOPs and predicted time of one compiled graph: Triton kernels from Inductor's output code
+    (its own `kernel_num_gb`; its `kernel_flop` counts every origin node's FLOPs, a convolution whose input a kernel
+    only re-lays included, so it is not used), external calls from the graph's nodes (convolutions, mm, the custom
+    ops: each input and output once, as the custom ops' kernels stream them), named as the output code calls them."""
+    kernel_bytes = {name: float(gb) * 1e9 for name, gb in _META.findall(code)}
+    call = code[code.rindex("def call(self, args)") if "def call(self, args)" in code else code.rindex("def call("):]
+    launches = Counter(_LAUNCH.findall(call))
+    extern_calls = Counter()
+    for match in _EXTERN.finditer(call):
+        name = match.group(2) or match.group(4) or match.group(5)
+        extern_calls[f"sdbnn::{name}" if match.group(3) == "sdbnn" else name] += 1
+    per_kernel = {name: {"launches": count, "bytes": kernel_bytes[name], "predicted_us": 1e6 * kernel_bytes[name]
+                         / HBM_BYTES_PER_S} for name, count in launches.items()}
+    time_s = sum(kernel["predicted_us"] * kernel["launches"] for kernel in per_kernel.values()) / 1e6
+    externs, conv_dtypes = 0, Counter()
+    extern_bytes = extern_flops = 0
+    for node in gm.graph.nodes:
+        op = node.target.overloadpacket.__name__ if isinstance(node.target, torch._ops.OpOverload) else None
+        if op is None or not (node.target.namespace == "sdbnn" or (node.target.namespace, op) in EXTERN_OPS):
+            continue
+        args = torch.fx.node.map_arg(node.args, lambda arg: arg.meta.get("val"))
+        nbytes = sum(_bytes(arg.meta.get("val")) for arg in node.all_input_nodes) + _bytes(node.meta.get("val"))
+        node_flops, peak = flops(op, args, node.meta.get("val"))
+        externs, extern_bytes, extern_flops = externs + 1, extern_bytes + nbytes, extern_flops + node_flops
+        time_s += max(nbytes / HBM_BYTES_PER_S, node_flops / peak)
+        if op == "convolution":
+            conv_dtypes[str(args[0].dtype).removeprefix("torch.")] += 1
+    n_launches = sum(launches.values()) + externs
+    return {"triton_launches": sum(launches.values()), "per_kernel": per_kernel, "extern_calls": dict(extern_calls),
+            "bytes": sum(kernel_bytes[name] * count for name, count in launches.items()) + extern_bytes,
+            "flops": extern_flops, "launches": n_launches,
+            "time_ms": 1e3 * time_s + n_launches * LAUNCH_US / 1e3, "conv_dtypes": dict(conv_dtypes)}
+
+
+def eager_cost(model_name: str, step) -> dict:
+    """Launches, bytes, FLOPs and predicted time of what ``step(model)`` returns, run eagerly on fake CPU tensors (the
+    autograd engine runs no backward on fake CUDA ones; the ops and sizes are CUDA's, cuDNN's batch norm aside): each
+    aten op that launches a kernel (not views, not allocations) its tensors' bytes, or its FLOPs at the peak
+    (`flops`), foreach ops once per `FOREACH_TENSORS_PER_LAUNCH` tensors, `EAGER_OP_US` per launch."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        run = step(build(model_name, "cpu"))
+        with Ops() as ops:
+            run()
+    launches, nbytes, total_flops, time_s = 0, 0, 0.0, 0.0
+    for func, _, op_bytes, op_flops, peak, op_launches in ops.ops:
+        if func.is_view or func.overloadpacket.__name__ in NO_KERNEL or func.namespace not in ("aten", "sdbnn"):
+            continue
+        launches, nbytes, total_flops = launches + op_launches, nbytes + op_bytes, total_flops + op_flops
+        time_s += max(op_bytes / HBM_BYTES_PER_S, op_flops / peak)
+    return {"launches": launches, "bytes": nbytes, "flops": total_flops,
+            "time_ms": 1e3 * time_s + launches * EAGER_OP_US / 1e3}
+
+
+def eager_rest(model_name: str, batch: int) -> dict:
+    """What a compiled step runs outside the compiled graphs: cross-entropy forward and backward on the logits, and
+    the recipe's optimizer step (foreach, as on CUDA) over the model's parameters."""
+    def step(model):
+        params = [p for p in model.parameters() if p.requires_grad]
+        for p in params:
+            p.grad = torch.empty_like(p)
+        optimizer = (torch.optim.Adam(params, lr=1e-3, foreach=True) if recipe(model_name)["optimizer"] == "adam" else
+                     torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True))
+        logits = torch.empty(batch, 1000 if recipe(model_name)["dataset"] == "imagenet" else 10, requires_grad=True)
+        labels = torch.zeros(batch, dtype=torch.long)
+        return lambda: (torch.nn.functional.cross_entropy(logits, labels).backward(), optimizer.step())
+    return eager_cost(model_name, step)
+
+
+def eager_reference(model_name: str, batch: int, size: int) -> dict:
+    """The eager fp32 reference step (reference backend, no autocast, channels_last input) op by op."""
+    import sdbnn
+
+    def step(model):
+        images = torch.empty(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+
+        def run():
+            with sdbnn.backend("reference"):
+                model(images).float().sum().backward()
+        return run
+    return eager_cost(model_name, step)
+
+
 # --- one row: model × precision × arch ---------------------------------------------------------------------------
-
-
-def kernel_rows(kernels: list[dict], arch: int) -> list[dict]:
-    """Registers, spills and occupancy of every compiled Triton kernel config (cuobjdump on its cubin)."""
-    from benchmarks.kernel_resources import resource_usage
-    from benchmarks.occupancy import occupancy
-
-    rows = []
-    for kernel in kernels:
-        usage = resource_usage(kernel["cubin"])
-        shared = kernel["shared"] + usage["static_shared"]
-        fraction, _, limit = occupancy(arch, usage["registers"], kernel["num_warps"], shared)
-        rows.append({"name": kernel["name"], "config": kernel.get("config"), "num_warps": kernel["num_warps"],
-                     "registers": usage["registers"],
-                     "spill_bytes": usage["stack"] + usage["local"], "shared_bytes": shared,
-                     "occupancy": round(fraction, 4), "occupancy_limit": limit})
-    return rows
 
 
 def spills(kernels: list[dict]) -> dict:
@@ -185,87 +305,57 @@ def spills(kernels: list[dict]) -> dict:
     config per kernel on the GPU; a kernel with a config that does not spill need not spill); ``spilling_configs``:
     every config that spills, listed all the same."""
     configs = [kernel for kernel in kernels if kernel["spill_bytes"]]
-    names = {kernel["name"] for kernel in configs}
-    return {"spilling_kernels": sorted(name for name in names
-                                       if all(k["spill_bytes"] for k in kernels if k["name"] == name)),
+    return {"spilling_kernels": sorted({kernel["name"] for kernel in configs
+                                        if all(k["spill_bytes"] for k in kernels if k["name"] == kernel["name"])}),
             "spilling_configs": [{key: kernel.get(key) for key in ("name", "config", "num_warps", "registers",
                                                                    "spill_bytes")} for kernel in configs]}
 
 
-def _codegen_digest(graphs: list[dict]) -> str:
-    """A digest of the Triton kernels' source, device properties left out: equal digests = arch-independent code."""
-    import hashlib
-
-    drop = r"DeviceProperties\(.*?\)|'backend_hash': '\w+'|^# kernel path: .*$|filename=.*$|^.*Compiled module.*$"
-    text = "".join(sorted(re.sub(drop, "", graph["code"], flags=re.MULTILINE) for graph in graphs))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _step(model: str, batch: int, size: int, precision: str, arch: int, **options) -> tuple[dict, dict]:
-    compiled = compile_step(model, batch, size, precision, arch, **options)
-    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:  # Inductor's output code beside the caches, for reading
-        for graph in compiled["graphs"]:
-            name = f"{model}-{options.get('backend', 'ops')}-{'backward' if graph['backward'] else 'forward'}.py"
-            (Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).parent / name).write_text(graph["code"])
-    costs = {("backward" if graph["backward"] else "forward"): graph_cost(graph["code"], graph["gm"])
-             for graph in compiled["graphs"]}
-    return compiled, costs
-
-
 def _total(costs: dict, rest: dict) -> dict:
-    keys = ("launches", "time_ms")
-    total = {key: sum(cost[key] for cost in costs.values()) + rest[key] for key in keys}
-    total["bytes"] = sum(cost["triton_bytes"] + cost["extern_bytes"] for cost in costs.values()) + rest["bytes"]
-    total["flops"] = sum(cost["flops"] for cost in costs.values()) + rest["flops"]
-    return total
+    return {key: sum(cost[key] for cost in costs.values()) + rest[key]
+            for key in ("launches", "time_ms", "bytes", "flops")}
+
+
+def _summary(cost: dict) -> dict:
+    return {"bytes": cost["bytes"], "launches": cost["launches"], "time_ms": round(cost["time_ms"], 4)}
 
 
 def one_row(model: str, precision: str, arch: int, batch: int | None = None, extras: bool = True) -> dict:
-    recipe, size = recipe_batch(model)
-    batch = batch or recipe
-    compiled, costs = _step(model, batch, size, precision, arch)
-    kernels = kernel_rows(compiled["kernels"], arch)
+    recipe_batch_size, size = recipe_batch(model)
+    batch = batch or recipe_batch_size
+    compiled = compile_step(model, batch, size, precision, arch)
+    costs = compiled["costs"]
+    kernels = [{"name": kernel["name"], "config": kernel["config"], "num_warps": kernel["num_warps"],
+                **resources(kernel["cubin"], arch, kernel["num_warps"], kernel["shared"])}
+               for kernel in compiled["kernels"]]
     rest = eager_rest(model, batch)
     step = _total(costs, rest)
-    cache = Path(os.environ.get("TRITON_CACHE_DIR", tempfile.gettempdir()))
-    externs = Counter()
-    for cost in costs.values():
-        externs.update(cost["extern_calls"])
+    externs = sum((Counter(cost["extern_calls"]) for cost in costs.values()), Counter())
     row = {
         "model": model, "precision": precision, "arch": f"sm_{arch}", "batch": batch, "image_size": size,
-        "layout": "channels_last",
-        "compiled": {"forward": "forward" in costs, "backward": "backward" in costs},
+        "layout": "channels_last", "compiled": {"forward": "forward" in costs, "backward": "backward" in costs},
         "graph_breaks": compiled["graph_breaks"], "graphs": compiled["dynamo_graphs"],
         "inductor_kernels": len({kernel["name"] for kernel in kernels}),
         "triton_launches": sum(cost["triton_launches"] for cost in costs.values()),
-        "extern_calls": dict(externs), "conv_dtypes": costs.get("forward", {}).get("conv_dtypes"),
-        **spills(kernels),
+        "extern_calls": dict(externs), "conv_dtypes": costs.get("forward", {}).get("conv_dtypes"), **spills(kernels),
         "max_registers": max((kernel["registers"] for kernel in kernels), default=None),
         "min_occupancy": min((kernel["occupancy"] for kernel in kernels), default=None),
-        "cubin_files": len(list(cache.rglob("*.cubin"))), "triton_cache": str(cache),
-        "codegen_digest": _codegen_digest(compiled["graphs"]),
+        "cubin_files": len(list(Path(os.environ.get("TRITON_CACHE_DIR", tempfile.gettempdir())).rglob("*.cubin"))),
         "bytes_per_step": step["bytes"], "flops_per_step": step["flops"], "launches_per_step": step["launches"],
-        "predicted_step_ms": round(step["time_ms"], 4),
-        "graph_costs": costs,
-        "eager_rest": rest, "kernels": kernels,
+        "predicted_step_ms": round(step["time_ms"], 4), "graph_costs": costs, "eager_rest": rest, "kernels": kernels,
     }
-    if extras:
+    if extras:  # the full-precision twin and the reference backend compiled (not to cubin), the eager reference
         row["autocast_check"] = autocast_check(model, min(batch, 8), size) if precision == "bf16" else None
-        _, twin_costs = _step(f"{model}_fp", batch, size, precision, arch, compile_kernels=False)
+        twin_costs = compile_step(f"{model}_fp", batch, size, precision, arch, compile_kernels=False)["costs"]
         twin = _total(twin_costs, eager_rest(f"{model}_fp", batch))
-        _, reference_costs = _step(model, batch, size, precision, arch, backend="reference", compile_kernels=False)
-        eager = _total({}, eager_reference(model, batch, size))
-        eager = {key: eager[key] + rest[key] for key in ("launches", "time_ms", "bytes", "flops")}
+        reference = compile_step(model, batch, size, precision, arch, backend="reference", compile_kernels=False)
+        eager = _total({"reference": eager_reference(model, batch, size)}, rest)
         row["fp_twin"] = {key: twin[key] for key in ("bytes", "launches", "time_ms")}
         row["eager_reference_fp32"] = eager
         row["predicted_vs_fp_twin"] = round(twin["time_ms"] / step["time_ms"], 3)
         row["predicted_vs_eager_reference"] = round(eager["time_ms"] / step["time_ms"], 3)
-        row["ops_vs_inductor_reference"] = {
-            name: {"ops": {"bytes": costs[name]["triton_bytes"] + costs[name]["extern_bytes"],
-                           "launches": costs[name]["launches"], "time_ms": round(costs[name]["time_ms"], 4)},
-                   "reference": {"bytes": cost["triton_bytes"] + cost["extern_bytes"], "launches": cost["launches"],
-                                 "time_ms": round(cost["time_ms"], 4)}}
-            for name, cost in reference_costs.items()}
+        row["ops_vs_inductor_reference"] = {name: {"ops": _summary(costs[name]), "reference": _summary(cost)}
+                                            for name, cost in reference["costs"].items()}
     return row
 
 
@@ -273,60 +363,51 @@ def one_row(model: str, precision: str, arch: int, batch: int | None = None, ext
 
 
 def markdown(result: dict) -> str:
+    header = ["model", "precision", "arch", "batch", "fwd/bwd compiled", "graph breaks", "Inductor kernels (launches)",
+              "convs", "act_sign (+bwd)", "weight_sign (+bwd)", "max regs", "spilling", "min occupancy", "GB/step",
+              "predicted ms", "vs fp twin (≥ 0.9)", "vs eager fp32 ref (≥ 5)", "cubins"]
+    rows, compared, borrowed, spilled, checks = [], [], [], [], []
+    for row in result["rows"]:
+        where = [row["model"], row["precision"], row["arch"]]
+        if "error" in row:
+            rows.append(where + ["", f"**failed**: {row['error'].splitlines()[-1][:150]}"] + [""] * 13)
+            continue
+        calls = lambda op: f"{row['extern_calls'].get(op, 0)}+{row['extern_calls'].get(op + '_backward', 0)}"  # noqa
+        configs = f" ({len(row['spilling_configs'])} configs)" if row.get("spilling_configs") else ""
+        rows.append(where + [
+            row["batch"], "/".join("yes" if row["compiled"][graph] else "NO" for graph in ("forward", "backward")),
+            row["graph_breaks"], f"{row['inductor_kernels']} ({row['triton_launches']})", calls("convolution"),
+            calls("sdbnn::act_sign"), calls("sdbnn::weight_sign"), row["max_registers"],
+            f"{len(row['spilling_kernels']) or 'none'}{configs}", f"{row['min_occupancy']:.0%}",
+            f"{row['bytes_per_step'] / 1e9:.3f}", f"{row['predicted_step_ms']:.3f}",
+            row.get("predicted_vs_fp_twin", "—"), row.get("predicted_vs_eager_reference", "—"), row["cubin_files"]])
+        cell = lambda cost: f"{cost['bytes'] / 1e6:.1f} MB / {cost['launches']} / {cost['time_ms']:.3f}"  # noqa
+        compared += [where + [graph, cell(pair["ops"]), cell(pair["reference"]),
+                              f"{pair['ops']['bytes'] / pair['reference']['bytes']:.2f}"]
+                     for graph, pair in row.get("ops_vs_inductor_reference", {}).items()]
+        borrowed += [" ".join(where)] if "ratios_from" in row else []
+        spilled += [f"{' '.join(where)}: {config['name']} {config['config']} num_warps={config['num_warps']}, "
+                    f"{config['registers']} registers, {config['spill_bytes']} bytes"
+                    for config in row.get("spilling_configs", [])]
+        if (check := row.get("autocast_check")) and row["arch"] == "sm_90":
+            checks.append(f"{row['model']}: {check['ops']} ops, " + ("all the same" if check["same"] else "differing: "
+                          + ", ".join(f"{op} ×{count}" for op, count in check["differing"].items())))
     lines = [f"# CUDA training graph compiled without a GPU: PREDICTED H100 step ({result['date']})", "",
              f"torch {result['torch']}, triton {result['triton']}, commit {result.get('commit')}; "
-             f"`{result['command']}`. "
-             "Compiled on a CPU-only machine for the targets below; every time here is a prediction from byte and "
-             "FLOP counts (HBM {:.2f} TB/s, tensor cores {:.0f} TFLOP/s bf16, {} µs per launch), not a "
-             "measurement.".format(HBM_BYTES_PER_S / 1e12, TENSOR_FLOPS[torch.bfloat16] / 1e12, LAUNCH_US), "",
-             "| model | precision | arch | batch | fwd/bwd compiled | graph breaks | Inductor kernels (launches) | "
-             "convs | act_sign (+bwd) | weight_sign (+bwd) | max regs | spilling | min occupancy | GB/step | "
-             "predicted ms | vs fp twin (≥ 0.9) | vs eager fp32 ref (≥ 5) | cubins |", "|" + "---|" * 18]
-    for row in result["rows"]:
-        if "error" in row:
-            lines.append(f"| {row['model']} | {row['precision']} | {row['arch']} | | **failed**: "
-                         f"{row['error'].splitlines()[-1][:150]} |" + " |" * 13)
-            continue
-        calls = row["extern_calls"]
-        spilled = f" ({len(row['spilling_configs'])} configs)" if row.get("spilling_configs") else ""
-        lines.append(
-            f"| {row['model']} | {row['precision']} | {row['arch']} | {row['batch']} | "
-            f"{'yes' if row['compiled']['forward'] else 'NO'}/{'yes' if row['compiled']['backward'] else 'NO'} | "
-            f"{row['graph_breaks']} | {row['inductor_kernels']} ({row['triton_launches']}) | "
-            f"{calls.get('convolution', 0)}+{calls.get('convolution_backward', 0)} | "
-            f"{calls.get('sdbnn::act_sign', 0)}+{calls.get('sdbnn::act_sign_backward', 0)} | "
-            f"{calls.get('sdbnn::weight_sign', 0)}+{calls.get('sdbnn::weight_sign_backward', 0)} | "
-            f"{row['max_registers']} | {len(row['spilling_kernels']) or 'none'}{spilled} | "
-            f"{row['min_occupancy']:.0%} | "
-            f"{row['bytes_per_step'] / 1e9:.3f} | {row['predicted_step_ms']:.3f} | "
-            f"{row.get('predicted_vs_fp_twin', '—')} | {row.get('predicted_vs_eager_reference', '—')} | "
-            f"{row['cubin_files']} |")
-    borrowed = sorted({f"{row['model']} {row['precision']} {row['arch']}" for row in result["rows"]
-                       if "ratios_from" in row})
+             f"`{result['command']}`. Compiled on a CPU-only machine for the targets below; every time here is a "
+             f"prediction from byte and FLOP counts (HBM {HBM_BYTES_PER_S / 1e12:.2f} TB/s, tensor cores "
+             f"{TENSOR_FLOPS[torch.bfloat16] / 1e12:.0f} TFLOP/s bf16, {LAUNCH_US} µs per launch), not a measurement.",
+             "", *table(header, rows)]
     if borrowed:
-        lines += ["", "Ratios of " + ", ".join(borrowed) + ": against the twin and eager reference predicted from the "
-                  "sm_90 compiles (every prediction is for an H100)."]
-    spilled = [f"{row['model']} {row['precision']} {row['arch']}: {config['name']} {config['config']} "
-               f"num_warps={config['num_warps']}, {config['registers']} registers, {config['spill_bytes']} bytes"
-               for row in result["rows"] for config in row.get("spilling_configs", [])]
+        lines += ["", f"Ratios of {', '.join(sorted(borrowed))}: against the twin and eager reference predicted from "
+                  "the sm_90 compiles (every prediction is for an H100)."]
     if spilled:
         lines += ["", "Spilling configs (cuobjdump's stack + local bytes): " + "; ".join(spilled) + "."]
-    compared = [row for row in result["rows"] if "ops_vs_inductor_reference" in row]
     if compared:
         lines += ["", "Hand kernels (custom ops) vs Inductor fusing the reference math (`sdbnn.backend(\"reference\")` "
                   "compiled the same way), per graph: bytes moved / launches / predicted ms.", "",
-                  "| model | precision | arch | graph | custom ops | Inductor on reference | bytes ops ÷ reference |",
-                  "|---|---|---|---|---|---|---|"]
-        for row in compared:
-            for graph, pair in row["ops_vs_inductor_reference"].items():
-                ops, ref = pair["ops"], pair["reference"]
-                lines.append(f"| {row['model']} | {row['precision']} | {row['arch']} | {graph} | "
-                             f"{ops['bytes'] / 1e6:.1f} MB / {ops['launches']} / {ops['time_ms']:.3f} | "
-                             f"{ref['bytes'] / 1e6:.1f} MB / {ref['launches']} / {ref['time_ms']:.3f} | "
-                             f"{ops['bytes'] / ref['bytes']:.2f} |")
-    checks = [f"{row['model']}: {check['ops']} ops, " + ("all the same" if check["same"] else "differing: " + ", ".join(
-        f"{op} ×{count}" for op, count in check["differing"].items()))
-        for row in result["rows"] if (check := row.get("autocast_check")) and row["arch"] == "sm_90"]
+                  *table(["model", "precision", "arch", "graph", "custom ops", "Inductor on reference",
+                          "bytes ops ÷ reference"], compared)]
     if checks:
         lines += ["", "Autocast check (bf16 forward under CUDA autocast on fake CUDA tensors vs CPU autocast on CPU, "
                   "op by op with dtypes): " + "; ".join(checks) + "."]
@@ -350,16 +431,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.row:  # one row, in its own process (its own caches and patches), as JSON on the last line of stdout
         model, precision, arch = args.row
-        row = one_row(model, precision, int(arch), args.batch, extras=not args.no_extras)
-        print(json.dumps(row, default=str))
+        print(json.dumps(one_row(model, precision, int(arch), args.batch, extras=not args.no_extras), default=str))
         return 0
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("unset TRITON_INTERPRET: the kernels must be compiled, not interpreted")
     from benchmarks import cuda_offline
 
     cuda_offline.check()
-    rows = [row | spills(row["kernels"]) for row in json.loads(args.resume.read_text())["rows"]
-            if "error" not in row] if args.resume else []
+    rows = [row for row in json.loads(args.resume.read_text())["rows"] if "error" not in row] if args.resume else []
     extras_arch = 90 if 90 in args.arch else args.arch[0]  # the twin and reference predictions: one arch's compile
     for arch in sorted(args.arch, key=lambda arch: arch != extras_arch):
         for precision in args.precision:
@@ -383,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_row(args, model: str, precision: str, arch: int, extras: bool) -> dict:
     cache = args.cache / f"{model}-{precision}-sm{arch}"
-    subprocess.run(["rm", "-rf", str(cache)], check=True)  # empty caches: the cubins counted are this row's
+    shutil.rmtree(cache, ignore_errors=True)  # empty caches: the cubins counted are this row's
     env = {**os.environ, "TRITON_CACHE_DIR": str(cache / "triton"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("TRITON_INTERPRET", None)
@@ -395,17 +474,16 @@ def _run_row(args, model: str, precision: str, arch: int, extras: bool) -> dict:
         print(done.stderr[-3000:], flush=True)
         return {"model": model, "precision": precision, "arch": f"sm_{arch}", "error": done.stderr[-2000:]}
     row = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"  fwd/bwd {row['compiled']}, {row['graph_breaks']} graph breaks, {row['inductor_kernels']} kernels, "
-          f"{row['cubin_files']} cubins, spilling {row['spilling_kernels'] or 'none'}, "
-          f"{row['bytes_per_step'] / 1e9:.3f} GB, predicted {row['predicted_step_ms']:.3f} ms, "
-          f"vs twin {row.get('predicted_vs_fp_twin')}, vs eager {row.get('predicted_vs_eager_reference')}", flush=True)
+    print("  " + ", ".join(f"{key} {row.get(key)}" for key in (
+        "compiled", "graph_breaks", "inductor_kernels", "cubin_files", "spilling_kernels", "bytes_per_step",
+        "predicted_step_ms", "predicted_vs_fp_twin", "predicted_vs_eager_reference")), flush=True)
     return row
 
 
 def _write(args, argv, rows: list[dict]) -> None:
     import triton
 
-    from sdbnn.io import atomic_write
+    from benchmarks.common import write_named_results
     from sdbnn.provenance import commit
 
     result = {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "triton": triton.__version__,
@@ -413,10 +491,7 @@ def _write(args, argv, rows: list[dict]) -> None:
               "constants": {"hbm_bytes_per_s": HBM_BYTES_PER_S, "launch_us": LAUNCH_US, "eager_op_us": EAGER_OP_US,
                             "tensor_flops": {str(k): v for k, v in TENSOR_FLOPS.items()}, "fp32_flops": MM_FP32_FLOPS},
               "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"cuda-graph-{result['date']}"
-    atomic_write(stem.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=1, default=str)))
-    atomic_write(stem.with_suffix(".md"), lambda tmp: tmp.write_text(markdown(result)))
+    write_named_results(args.out, f"cuda-graph-{result['date']}", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -1,26 +1,14 @@
-"""Inductor lowering for a CUDA target on a machine without a GPU: the torch/triton internals patched for it, in one
-place. Used by `benchmarks.cuda_graph` only; nothing here runs in training.
+"""Inductor lowering for a CUDA target on a machine without a GPU: every torch/triton internal patched for it, in one
+place (`_patches`, each with its reason). Used by `benchmarks.cuda_graph` only; nothing here runs in training.
 
-Tested with torch 2.14.1 + triton 3.8.0 (this project's CPU machine). Every patched name is checked before anything
-is patched (`check`): a name that has moved stops the run with one message naming it.
-
-What is patched, for the duration of `cuda_target(arch)` only:
-- the device queries Inductor makes (properties, capability, count, current device, bf16 support) answer for one
-  H100 (sm_90) or A100 (sm_80), through `torch.cuda` and Inductor's `CudaInterface` (and its `Worker`);
-- Triton's target: `torch.utils._triton.triton_backend` → `make_backend(GPUTarget("cuda", arch, 32))` (Triton would
-  ask the driver); `has_triton`'s cache is cleared so that it asks again;
-- `CachingAutotuner.precompile` → its `_precompile_worker` (compile to PTX and cubin, never load: loading needs a
-  driver), inside `skip_gpu_driver_setup()`; each compiled kernel is recorded (`compiled_kernels`);
-- `torch._C._select_conv_backend` → cuDNN where it falls back to the slow native convolution (it does without a
-  driver): the fake convolution's output layout follows the backend, and a GPU runs cuDNN, whose output is
-  channels_last for a channels_last input (the fallback's is NCHW, and Inductor would add a copy after every conv);
-- `amp_definitely_not_available` → False: CUDA autocast switches itself off without a driver (used only by the
-  autocast check in `benchmarks.cuda_graph`, which runs the forward on fake CUDA tensors under CUDA autocast);
-- not a patch but a replacement table (`cuda_decompositions`): Inductor's mm / addmm / bmm decompositions branch on
-  the tensors' device, and the graphs are traced on CPU; the table gives them their CUDA branches;
-- Inductor config: one compile thread, no autotuning or mm padding (they benchmark on the device), no CUDA graphs,
-  no static launcher (it loads the cubin), and `benchmark_kernel` so that each kernel carries Inductor's byte
-  count (`kernel_num_gb`).
+Tested with torch 2.14.1 + triton 3.8.0. `check` resolves every internal patched or used here before anything is
+patched: one that has moved stops the run with one message naming it. Besides the patches, for the duration of
+`cuda_target(arch)`: Triton's kernels are compiled to PTX and cubin and never loaded (loading needs a driver), inside
+`skip_gpu_driver_setup()`, each compiled kernel recorded in `compiled_kernels`; Inductor runs with one compile thread,
+no autotuning or mm padding (they benchmark on the device), no CUDA graphs, no static launcher (it loads the cubin),
+and `benchmark_kernel` so that each kernel carries Inductor's byte count (`kernel_num_gb`). Not a patch but a
+replacement table (`cuda_decompositions`): Inductor's mm / addmm / bmm decompositions branch on the tensors' device,
+and the graphs are traced on CPU; the table gives them their CUDA branches.
 """
 
 from __future__ import annotations
@@ -32,31 +20,17 @@ import types
 from unittest import mock
 
 TESTED_WITH = {"torch": "2.14.1", "triton": "3.8.0"}
-# (module, attribute path) of every internal patched or called here
-INTERNALS = [
-    ("torch.cuda", "get_device_properties"), ("torch.cuda", "get_device_capability"), ("torch.cuda", "device_count"),
-    ("torch.cuda", "current_device"), ("torch.cuda", "is_bf16_supported"),
-    ("torch._dynamo.device_interface", "CudaInterface.is_available"),
-    ("torch._dynamo.device_interface", "CudaInterface.get_compute_capability"),
-    ("torch._dynamo.device_interface", "CudaInterface.get_device_properties"),
-    ("torch._dynamo.device_interface", "CudaInterface.Worker.get_device_properties"),
-    ("torch._dynamo.device_interface", "CudaInterface.is_bf16_supported"),
-    ("torch._dynamo.device_interface", "caching_worker_device_properties"),
-    ("torch.utils._triton", "triton_backend"), ("torch.utils._triton", "has_triton"),
-    ("torch._inductor.runtime.triton_heuristics", "CachingAutotuner.precompile"),
-    ("torch._inductor.runtime.triton_heuristics", "CachingAutotuner._precompile_worker"),
-    ("torch._inductor.runtime.triton_helpers", "skip_gpu_driver_setup"),
-    ("torch._inductor.runtime.hints", "DeviceProperties.create"),
-    ("torch.cuda.amp.common", "amp_definitely_not_available"), ("torch._C", "_select_conv_backend"),
-    ("torch._C", "_ConvBackend.Cudnn"), ("torch._C", "_ConvBackend.Slow2d"),
-    ("torch._inductor.compile_fx", "compile_fx"), ("torch._inductor.compile_fx", "compile_fx_inner"),
-    ("torch._inductor.decomposition", "select_decomp_table"), ("torch._inductor.decomposition", "pw_cast_for_opmath"),
-    ("triton.compiler.compiler", "make_backend"), ("triton.backends.compiler", "GPUTarget"),
-]
+# (module, attribute path) of the internals used here besides those patched
+USED = [("torch._dynamo.device_interface", "caching_worker_device_properties"), ("torch.utils._triton", "has_triton"),
+        ("torch._inductor.runtime.triton_heuristics", "CachingAutotuner._precompile_worker"),
+        ("torch._inductor.runtime.triton_helpers", "skip_gpu_driver_setup"),
+        ("torch._inductor.runtime.hints", "DeviceProperties.create"), ("torch._C", "_ConvBackend.Cudnn"),
+        ("torch._C", "_ConvBackend.CudnnTranspose"), ("torch._inductor.compile_fx", "compile_fx_inner"),
+        ("torch._inductor.decomposition", "select_decomp_table"), ("triton.backends.compiler", "GPUTarget"),
+        ("torch._inductor.decomposition", "pw_cast_for_opmath"), ("triton.compiler.compiler", "make_backend")]
 INDUCTOR_CONFIG = {"compile_threads": 1, "max_autotune": False, "max_autotune_gemm": False, "shape_padding": False,
                    "triton.cudagraphs": False, "benchmark_kernel": True, "fx_graph_cache": False,
-                   "autotune_local_cache": False,
-                   "use_static_cuda_launcher": False}
+                   "autotune_local_cache": False, "use_static_cuda_launcher": False}
 
 # What Inductor and Triton read from the device (CUDA C++ Programming Guide, the H100 SXM and A100 SXM data sheets)
 DEVICES = {
@@ -83,26 +57,69 @@ def _resolve(module: str, path: str):
     return owner, path.split(".")[-1]
 
 
+def _patches(arch: int = 90, compile_kernels: bool = True) -> list[tuple[str, str, object]]:
+    """(module, attribute path, replacement) of every patch that `cuda_target` makes."""
+    import torch
+
+    props = types.SimpleNamespace(**DEVICES[arch], **COMMON)
+    answer = lambda value: staticmethod(lambda *args, **kwargs: value)  # noqa: E731
+    interface = "torch._dynamo.device_interface"
+
+    def triton_backend():
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler.compiler import make_backend
+
+        return make_backend(GPUTarget("cuda", arch, 32))
+
+    select = getattr(torch._C, "_select_conv_backend", None)  # torch's own (check() names it if it moved)
+
+    def select_conv_backend(input, weight, *args, **kwargs):
+        backend = select(input, weight, *args, **kwargs)
+        if input.device.type == "cuda" and backend.name.startswith("Slow"):
+            backends = torch._C._ConvBackend
+            return backends.CudnnTranspose if kwargs.get("transposed") else backends.Cudnn
+        return backend
+
+    return [
+        # the device queries Inductor makes answer for one H100 (sm_90) or A100 (sm_80)
+        ("torch.cuda", "get_device_properties", answer(props)),
+        (interface, "CudaInterface.get_device_properties", answer(props)),
+        (interface, "CudaInterface.Worker.get_device_properties", answer(props)),
+        ("torch.cuda", "get_device_capability", answer((props.major, props.minor))),
+        ("torch.cuda", "device_count", answer(1)), ("torch.cuda", "current_device", answer(0)),
+        (interface, "CudaInterface.is_available", answer(True)),
+        (interface, "CudaInterface.get_compute_capability", answer(arch)),
+        # Inductor skips bf16 graphs on a device without bf16
+        ("torch.cuda", "is_bf16_supported", answer(True)), (interface, "CudaInterface.is_bf16_supported", answer(True)),
+        # Triton's target (Triton would ask the driver); `has_triton`'s cache is cleared so that it asks again
+        ("torch.utils._triton", "triton_backend", functools.cache(triton_backend)),
+        # compile every config, never load
+        ("torch._inductor.runtime.triton_heuristics", "CachingAutotuner.precompile",
+         lambda self, *args, **kwargs: _record_compile(self, compile_kernels)),
+        # CUDA autocast switches itself off without a driver (for `benchmarks.cuda_graph.autocast_check`)
+        ("torch.cuda.amp.common", "amp_definitely_not_available", answer(False)),
+        # without a driver torch takes its slow native convolution, whose output is NCHW, and the fake convolution's
+        # layout follows the backend: a GPU runs cuDNN, channels_last for a channels_last input (the fallback's
+        # layout would make Inductor add a copy after every convolution)
+        ("torch._C", "_select_conv_backend", select_conv_backend),
+    ]
+
+
 def check() -> None:
-    """Raise InternalsMoved naming every patched internal that this torch/triton no longer has."""
+    """Raise InternalsMoved naming every patched or used internal that this torch/triton no longer has."""
     import torch
     import triton
 
     missing = []
-    for module, path in INTERNALS:
+    for module, path, *_ in _patches() + USED:
         try:
-            owner, name = _resolve(module, path)
-            getattr(owner, name)
+            getattr(*_resolve(module, path))
         except (ImportError, AttributeError):
             missing.append(f"{module}.{path}")
     if missing:
         raise InternalsMoved(
             f"benchmarks/cuda_offline.py patches torch/triton internals that moved in torch {torch.__version__} / "
             f"triton {triton.__version__} (tested with {TESTED_WITH}): {', '.join(missing)}")
-
-
-def properties(arch: int) -> types.SimpleNamespace:
-    return types.SimpleNamespace(**DEVICES[arch], **COMMON)
 
 
 def _record_compile(autotuner, compile_kernels: bool) -> None:
@@ -113,67 +130,30 @@ def _record_compile(autotuner, compile_kernels: bool) -> None:
     autotuner._precompile_worker()
     for result in autotuner.compile_results or []:
         kernel = result.kernel
-        compiled_kernels.append({"name": kernel.name, "hash": kernel.hash, "num_warps": kernel.metadata.num_warps,
-                                 "config": {key: value for key, value in result.config.kwargs.items()},
-                                 "shared": kernel.metadata.shared, "cubin": kernel.asm["cubin"],
-                                 "kernel_num_gb": autotuner.inductor_meta.get("kernel_num_gb"),
-                                 "kernel_flop": autotuner.inductor_meta.get("kernel_flop")})
-
-
-def _cudnn_where_a_gpu_has_it(select):
-    import torch
-
-    backends = torch._C._ConvBackend
-    slow = {backends.Slow2d, backends.SlowDilated2d, backends.SlowTranspose2d, backends.SlowDilated3d,
-            backends.Slow3d, backends.SlowTranspose3d}
-
-    def select_conv_backend(input, weight, *args, **kwargs):
-        backend = select(input, weight, *args, **kwargs)
-        if input.device.type == "cuda" and backend in slow:
-            return backends.CudnnTranspose if kwargs.get("transposed") else backends.Cudnn
-        return backend
-
-    return select_conv_backend
+        compiled_kernels.append({"name": kernel.name, "num_warps": kernel.metadata.num_warps,
+                                 "config": dict(result.config.kwargs), "shared": kernel.metadata.shared,
+                                 "cubin": kernel.asm["cubin"]})
 
 
 @contextlib.contextmanager
 def cuda_target(arch: int, compile_kernels: bool = True):
     """Inside: Inductor lowers CUDA graphs for sm_<arch> and Triton compiles them to cubin, with no driver."""
     check()
-    import torch
     import torch._inductor.config as inductor_config
     from torch._dynamo import device_interface
-    from torch._inductor.runtime import hints, triton_heuristics, triton_helpers
+    from torch._inductor.runtime import hints, triton_helpers
     from torch.utils import _triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler.compiler import make_backend
 
-    props = properties(arch)
-    interface = device_interface.CudaInterface
-    stack = contextlib.ExitStack()
-    patch = lambda owner, name, value: stack.enter_context(mock.patch.object(owner, name, value))  # noqa: E731
-    with stack:
-        for owner in (torch.cuda, interface, interface.Worker):
-            patch(owner, "get_device_properties", staticmethod(lambda device=None: props))
-        patch(torch.cuda, "get_device_capability", lambda device=None: (props.major, props.minor))
-        patch(torch.cuda, "device_count", lambda: 1)
-        patch(torch.cuda, "current_device", lambda: 0)
-        patch(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-        patch(interface, "is_available", staticmethod(lambda: True))
-        patch(interface, "is_bf16_supported", staticmethod(lambda *args, **kwargs: True))
-        patch(interface, "get_compute_capability", staticmethod(lambda device=None: arch))
+    with contextlib.ExitStack() as stack:
+        for module, path, value in _patches(arch, compile_kernels):
+            stack.enter_context(mock.patch.object(*_resolve(module, path), value))
         stack.enter_context(mock.patch.dict(device_interface.caching_worker_device_properties, clear=True))
-        patch(_triton, "triton_backend", functools.cache(lambda: make_backend(GPUTarget("cuda", arch, 32))))
-        patch(triton_heuristics.CachingAutotuner, "precompile",
-              lambda self, *args, **kwargs: _record_compile(self, compile_kernels))
-        patch(torch.cuda.amp.common, "amp_definitely_not_available", lambda: False)
-        patch(torch._C, "_select_conv_backend", _cudnn_where_a_gpu_has_it(torch._C._select_conv_backend))
         stack.enter_context(inductor_config.patch(INDUCTOR_CONFIG))
         stack.enter_context(triton_helpers.skip_gpu_driver_setup())
         for cached in (_triton.has_triton, hints.DeviceProperties.create.__func__):  # answers of another target
             cached.cache_clear()
             stack.callback(cached.cache_clear)
-        yield props
+        yield
 
 
 def cuda_decompositions() -> dict:

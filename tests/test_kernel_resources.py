@@ -9,19 +9,19 @@ import sys
 
 import pytest
 
-from benchmarks import kernel_resources, occupancy
+from benchmarks import kernel_resources
 from helpers import ROOT, cpu_env
 
 # Compiling needs the kernels as JIT functions, so it runs in a process without TRITON_INTERPRET.
 SUBSET_SCRIPT = """
 import json
-from benchmarks import kernel_resources, kernel_resources_report
+from benchmarks import kernel_resources
 problem = kernel_resources.nvidia_backend_available()
 if problem:
     print(json.dumps({"skip": problem}))
 else:
     rows, cross_check = kernel_resources.representative_rows()
-    report = kernel_resources_report.markdown(kernel_resources.result_of(rows, [90], 4, cross_check, "subset"))
+    report = kernel_resources.markdown(kernel_resources.result_of(rows, [90], 4, cross_check, "subset"))
     print(json.dumps({"rows": rows, "cross_check": cross_check, "markdown": report}))
 """
 
@@ -61,14 +61,14 @@ def test_kernels_compile_for_sm90_without_spills_at_the_launchers_configurations
         assert any(name == chosen["kernel"] and constexprs.items() >= chosen["constexprs"].items()
                    and warps == chosen["num_warps"] for name, constexprs, warps in compiled), chosen
     assert all(row["arch"] == "sm_90" for row in sm90_rows)
-    assert occupancy.targets(sm90_rows) == []  # compiled, 0 spill bytes, act_sign ≥ 50% occupancy
+    assert kernel_resources.targets(sm90_rows) == []  # compiled, 0 spill bytes, act_sign ≥ 50% occupancy
 
 
 def test_targets_report_each_kind_of_miss():
     good = {"kernel": "act_sign.forward", "arch": "sm_90", "constexprs": {}, "num_warps": 8, "compiled": True,
             "registers": 32, "spill_bytes": 0, "occupancy": 1.0}
-    assert occupancy.targets([good]) == []
-    misses = occupancy.targets([
+    assert kernel_resources.targets([good]) == []
+    misses = kernel_resources.targets([
         {**good, "compiled": False, "error": "CompilationError: boom"},
         {**good, "spill_bytes": 8},
         {**good, "occupancy": 0.375},
@@ -89,7 +89,7 @@ def test_targets_report_each_kind_of_miss():
     (86, 32, 8, 0, (1.0, 6, "warps")),  # 48 warps on GA10x
 ])
 def test_occupancy_arithmetic(arch, registers, warps, shared, expected):
-    fraction, blocks, limit = occupancy.occupancy(arch, registers, warps, shared)
+    fraction, blocks, limit = kernel_resources.occupancy(arch, registers, warps, shared)
     assert (round(fraction, 4), blocks, limit) == expected
 
 
