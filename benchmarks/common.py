@@ -287,8 +287,9 @@ def parser(prog: str, doc: str, names: Sequence[str], out: Path) -> argparse.Arg
     parser.add_argument("--out", type=Path, default=out, help=f"folder for the JSON and markdown (default: {out})")
     parser.add_argument("--only", nargs="+", choices=names, default=list(names), help="run these (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--budget-s", "--total-s", dest="total_s", type=float,
-                        help="start no new work after this many seconds (default: the sum of the sections' budgets)")
+    parser.add_argument("--budget-s", "--total-s", dest="total_s", type=float, metavar="SECONDS",
+                        help="start no new work after this many seconds (default: the sum of the sections' own "
+                             "budgets, or no limit)")
     parser.add_argument("--budget", action="append", default=[], metavar="NAME=SECONDS",
                         help="a section's own budget (repeatable), e.g. training=240 or gpu_tests=300")
     parser.add_argument("--inject-failure", action="append", default=[], choices=names,
@@ -331,7 +332,7 @@ def run_sections(report: Report, sections: dict[str, tuple], budgets: dict, tota
     def interrupt(signum, frame):
         raise Interrupted(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
     names, total = list(sections), Budget(total_s)
     try:
         for index, name in enumerate(names):
@@ -354,6 +355,8 @@ def run_sections(report: Report, sections: dict[str, tuple], budgets: dict, tota
                 report.skip(name, "the run was stopped (hard time limit) before it started", sections[name][0])
         log("interrupted: results so far are written")
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     log(f"wrote {report.out / report.stem}.json and .md" if report.out else "done")
     if report.failed():
         log(f"failed: {', '.join(report.failed())}")

@@ -312,6 +312,7 @@ def training_stage(section: Section, session: Session) -> None:
             seconds += plan.estimate(EVAL_COMPILE_S)
         return seconds
 
+    section.data["precision"] = "bf16 autocast"
     if plan.tiny:
         section.data["note"] = (f"CPU tiny run: compiled with {plan.compile_backend}; CUDA graphs need CUDA, so the "
                                 "cudagraphs variant runs without them")
