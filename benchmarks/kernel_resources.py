@@ -295,23 +295,6 @@ def compile_rows(launches, archs: list[int], log=print, cross_check_every: int =
     return rows, cross_check
 
 
-# A small and a large layer in the dtypes a GPU trains with (bf16 activations; fp32 weights signed into bf16), with
-# shift/alpha and EDE: ResNet-18 ImageNet's last stage (7×7 planes, which start unaligned) and first, at batch 256;
-# ResNet-20's 16-channel weights (4 rows to a program) and ResNet-18's 512-channel ones (rows walked in blocks). The
-# default test suite compiles these (tests/test_kernel_resources.py); the full sweep stays here.
-REPRESENTATIVE = {"activations": [(256, 512, 7, 7), (256, 64, 56, 56)], "weights": [(16, 16, 3, 3), (512, 512, 3, 3)]}
-
-
-def representative_rows(arch: int = OCCUPANCY_ARCH) -> tuple[list[dict], list[bool]]:
-    """(rows, whether ptxas -v agreed with cuobjdump on each) for the REPRESENTATIVE layers."""
-    launches = recorded_launches(
-        {shape: ["representative"] for shape in REPRESENTATIVE["activations"]},
-        {shape: ["representative"] for shape in REPRESENTATIVE["weights"]},
-        act_storage=("bf16",), weight_storage=(("fp32", "bf16"),), optional=(True,), surrogates=("ede",),
-    )
-    return compile_rows(launches, [arch], log=lambda message: None, cross_check_every=1)
-
-
 # --- the result ----------------------------------------------------------------------------------------------
 
 
