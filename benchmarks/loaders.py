@@ -134,7 +134,7 @@ def timed_epoch(loader, epoch: int, device: torch.device) -> dict:
     return {"images_per_s": seen / seconds, "cpu_ms_per_image": 1e3 * (_own_cpu_seconds() - cpu) / seen}
 
 
-def interleaved_rounds(pipelines: dict, rounds: int, device: torch.device) -> dict:
+def timed_rounds(pipelines: dict, rounds: int, device: torch.device) -> dict:
     """A warm-up epoch of every pipeline, then ``rounds`` interleaved rounds of one epoch each
     (`benchmarks.common.interleaved_rounds`). Returns each pipeline's per-round measurements and the machine's other
     load during the timed rounds."""
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> dict:
         pipelines["cifar_torchvision"] = torchvision_baseline(cifar, 128, args.workers, device)
         pipelines["cifar_device_resident"] = DeviceResidentLoader(read_cifar(cifar_root, train=True), 128, train=True,
                                                                   device=args.device)
-        measured = interleaved_rounds(pipelines, args.rounds, device)
+        measured = timed_rounds(pipelines, args.rounds, device)
     result["contention"] = measured["contention"]
     result["per_round"] = measured["per_round"]
     for name, rows in measured["per_round"].items():

@@ -95,7 +95,7 @@ def test_loader_benchmark_interleaves_rounds_and_records_other_load():
         def __iter__(self):
             return iter([(torch.zeros(4, 3, 2, 2), torch.zeros(4))] * self.batches)
 
-    measured = loaders.interleaved_rounds({"a": Batches("a", 3), "b": Batches("b", 1)}, 3, torch.device("cpu"))
+    measured = loaders.timed_rounds({"a": Batches("a", 3), "b": Batches("b", 1)}, 3, torch.device("cpu"))
     # a warm-up epoch each, then rounds in alternating order
     assert played == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("b", 2), ("a", 2), ("a", 3), ("b", 3)]
     assert [len(rows) for rows in measured["per_round"].values()] == [3, 3]

@@ -24,13 +24,14 @@ GOALS = [
 
 
 def predicted_rows() -> tuple[str | None, dict]:
-    """(file, {model: its bf16 sm_90 row}) from the newest cuda-graph result."""
-    files = sorted(RESULTS.glob("cuda-graph-*.json"))
-    if not files:
-        return None, {}
-    rows = json.loads(files[-1].read_text())["rows"]
-    return files[-1].name, {row["model"]: row for row in rows
-                            if row.get("precision") == "bf16" and row.get("arch") == "sm_90" and "error" not in row}
+    """(files, {model: its bf16 sm_90 row}) from the cuda-graph results, a newer file's row replacing an older one's.
+    Sorted by stem, a follow-up named after its run (``cuda-graph-DATE-traced-backward``) comes after that run."""
+    files = sorted(RESULTS.glob("cuda-graph-*.json"), key=lambda path: path.stem)
+    rows = {}
+    for path in files:
+        rows.update({row["model"]: row for row in json.loads(path.read_text())["rows"]
+                     if row.get("precision") == "bf16" and row.get("arch") == "sm_90" and "error" not in row})
+    return (", ".join(path.name for path in files) or None), rows
 
 
 def predictions_stage(section: Section, session: Session) -> None:
