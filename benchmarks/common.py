@@ -337,7 +337,7 @@ def run_sections(report: Report, sections: dict[str, tuple], budgets: dict, tota
     try:
         for index, name in enumerate(names):
             title, body, markdown = sections[name]
-            if budgets[name] == 0:
+            if budgets[name] is not None and budgets[name] <= 0:
                 report.skip(name, f"not requested (--budget {name}=SECONDS runs it)", title)
                 continue
             reserved_later = sum(budgets[later] or 0 for later in names[index + 1:])

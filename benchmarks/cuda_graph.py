@@ -32,7 +32,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from benchmarks.kernel_resources import MODELS, recipe, recipe_batch, resources, table
+from benchmarks.common import table
+from benchmarks.kernel_resources import MODELS, recipe, recipe_batch, resources
 
 ROOT = Path(__file__).resolve().parent.parent
 HBM_BYTES_PER_S = 3.35e12  # H100 SXM HBM3
@@ -398,7 +399,7 @@ def markdown(result: dict) -> str:
              f"`{result['command']}`. Compiled on a CPU-only machine for the targets below; every time here is a "
              f"prediction from byte and FLOP counts (HBM {HBM_BYTES_PER_S / 1e12:.2f} TB/s, tensor cores "
              f"{TENSOR_FLOPS[torch.bfloat16] / 1e12:.0f} TFLOP/s bf16, {LAUNCH_US} µs per launch), not a measurement.",
-             "", *table(header, rows)]
+             "", *table(header, rows).splitlines()]
     if borrowed:
         lines += ["", f"Ratios of {', '.join(sorted(borrowed))}: against the twin and eager reference predicted from "
                   "the sm_90 compiles (every prediction is for an H100)."]
@@ -408,7 +409,7 @@ def markdown(result: dict) -> str:
         lines += ["", "Hand kernels (custom ops) vs Inductor fusing the reference math (`sdbnn.backend(\"reference\")` "
                   "compiled the same way), per graph: bytes moved / launches / predicted ms.", "",
                   *table(["model", "precision", "arch", "graph", "custom ops", "Inductor on reference",
-                          "bytes ops ÷ reference"], compared)]
+                          "bytes ops ÷ reference"], compared).splitlines()]
     if checks:
         lines += ["", "Autocast check (bf16 forward under CUDA autocast on fake CUDA tensors vs CPU autocast on CPU, "
                   "op by op with dtypes): " + "; ".join(checks) + "."]

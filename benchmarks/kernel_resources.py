@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from benchmarks.common import table
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("resnet20", "vgg_small", "resnet18_cifar", "resnet18_imagenet")
 # model -> (recipe, accelerate config its batch is split over or None, image size)
@@ -348,12 +350,6 @@ def json_text(result: dict) -> str:
     return f'{head[:-2]},\n "rows": [\n{rows}\n ]\n}}\n'
 
 
-def table(header: list[str], rows: list[list]) -> list[str]:
-    """A markdown table's lines."""
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(map(str, row)) + " |" for row in rows]
-
-
 def _span(values: list[float], fmt: str = "{}") -> str:
     if not values:
         return ""
@@ -398,7 +394,8 @@ def markdown(result: dict) -> str:
          + [_span([row[key] for row in done]) for key in ("num_warps", "registers", "spill_bytes", "shared_bytes")]
          + [_span([row["occupancy"] for row in done], "{:.0%}"),
             _span([row["read_bytes_in_flight_per_sm"] / 1024 for row in done], "{:.0f} KB")]
-         for (kernel, target), group in sorted(per_kernel.items(), key=lambda kv: (kv[0][0], int(kv[0][1][3:])))])]
+         for (kernel, target), group in sorted(per_kernel.items(), key=lambda kv: (kv[0][0], int(kv[0][1][3:])))]
+    ).splitlines()]
     lines += ["", "## Launch configurations the launchers choose", "",
               f"Per kernel, each distinct tile and num_warps: one layer shape that gets it (its dtype, grid), and the "
               f"{arch} registers and occupancy over every specialization with that tile (dtypes, surrogates, with "
@@ -408,7 +405,8 @@ def markdown(result: dict) -> str:
                   [[kernel, tile, warps, f"{'×'.join(map(str, ex['shape']))} {ex['layout']} {ex['dtype']}",
                     f"{ex['grid']} {ex.get('runtime', '')}".strip(), len(group),
                     _span([row["registers"] for row in group]), _span([row["occupancy"] for row in group], "{:.0%}")]
-                   for (kernel, tile, warps), group in tiles.items() for ex in [group[0]["example"]]])]
+                   for (kernel, tile, warps), group in tiles.items() for ex in [group[0]["example"]]]
+              ).splitlines()]
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.common import table
+
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)",
                    re.DOTALL)
@@ -59,11 +61,6 @@ def versus(row: dict, which: str) -> str:
     return ablation_versus(row, which)
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 def commit_of(environment: dict | None) -> str:
     return environment["commit"][:7] if environment else "unrecorded"
 
@@ -86,7 +83,7 @@ def variant_table(root: Path, path: str, with_per_seed: bool = False) -> str:
     if with_per_seed:
         header += ["best − final", "per seed final / best"]
     commits = sorted({commit_of(run.get("environment")) for row in result["variants"].values() for run in row["runs"]})
-    return (f"{table(header, rows)}\n\n{result['setup']}; commit {', '.join(commits)}; "
+    return (f"{table(header, rows)}\n{result['setup']}; commit {', '.join(commits)}; "
             f"`{path.rsplit('.', 1)[0]}.*`\n")
 
 
@@ -121,7 +118,7 @@ def late_epoch_rows(root: Path, settings: list[str] | None = None) -> str:
     baseline = result["baseline"]
     header = ["setting", "variant", "seeds", "final top-1 (%)", f"vs {baseline}", "best top-1 (%)", f"vs {baseline}",
               "best − final"]
-    return f"{table(header, rows)}\n\n`{path}`\n"
+    return f"{table(header, rows)}\n`{path}`\n"
 
 
 @renderer("late-epoch")
@@ -160,7 +157,7 @@ def loaders(root: Path) -> str:
         ["CIFAR train, device-resident loader, on the CPU", f"{result['cifar_device_resident_images_per_s']:,.0f}",
          f"{result['cifar_device_resident_cpu_ms_per_image']:.2f}", ratio_cell(result, "cifar_device_over_torchvision")],
     ]
-    return (f"{table(['pipeline', 'images/s', 'CPU ms per image', 'ratio (median of rounds)'], rows)}\n\n"
+    return (f"{table(['pipeline', 'images/s', 'CPU ms per image', 'ratio (median of rounds)'], rows)}\n"
             f"{machine(result)}; `{path.removesuffix('.json')}.md`\n")
 
 
@@ -182,7 +179,7 @@ def performance(root: Path) -> str:
     ]
     for what, goal, direction in GOALS:
         rows.append([what, "not measured: no GPU lent yet", f"target {direction} {goal:g}", "`bash benchmarks/gpu_session.sh`"])
-    return table(["measurement", "machine, date, commit", "ratio", "source"], rows) + "\n"
+    return table(["measurement", "machine, date, commit", "ratio", "source"], rows)
 
 
 @renderer("kernel-resources")
@@ -198,7 +195,7 @@ def kernel_resources(root: Path) -> str:
                      f"`{path.relative_to(root).with_suffix('.md')}`"])
     header = ["triton", "specializations", "archs", "spill bytes", "most registers", "act_sign occupancy, sm_90 (min)",
               "commit", "file"]
-    return table(header, rows) + "\n"
+    return table(header, rows)
 
 
 CUDA_GRAPH = "benchmarks/results/cuda-graph-2026-12-06.json"  # all four models, before the traced act_sign backward
@@ -217,7 +214,7 @@ def cuda_graph(root: Path) -> str:
              f"{row['predicted_vs_eager_reference']:.2f}"] for row in cuda_graph_rows(root, CUDA_GRAPH)]
     header = ["model", "batch", "Inductor kernels", "launches / step", "GB / step", "max registers", "spilling",
               "predicted ms", "÷ fp twin", "÷ eager fp32 ref"]
-    return f"{table(header, rows)}\n\nbf16, sm_90, predictions; `{CUDA_GRAPH}`\n"
+    return f"{table(header, rows)}\nbf16, sm_90, predictions; `{CUDA_GRAPH}`\n"
 
 
 @renderer("cuda-graph-fusion")
@@ -232,7 +229,7 @@ def cuda_graph_fusion(root: Path) -> str:
         rows.append(cells)
     header = ["model", "forward: custom ops", "forward: Inductor on reference", "backward: custom ops",
               "backward: Inductor on reference"]
-    return f"{table(header, rows)}\n\nMB moved / launches per graph, bf16, sm_90; `{CUDA_GRAPH}`\n"
+    return f"{table(header, rows)}\nMB moved / launches per graph, bf16, sm_90; `{CUDA_GRAPH}`\n"
 
 
 @renderer("traced-backward")
@@ -247,7 +244,7 @@ def traced_backward(root: Path) -> str:
                      f"{old['predicted_vs_fp_twin']:.2f} → {after['predicted_vs_fp_twin']:.2f}",
                      f"{old['predicted_vs_eager_reference']:.2f} → {after['predicted_vs_eager_reference']:.2f}"])
     header = ["model", "Inductor kernels", "GB / step", "predicted ms", "÷ fp twin", "÷ eager fp32 ref"]
-    return f"{table(header, rows)}\n\nbf16, sm_90, predictions, Triton backward → traced backward; `{TRACED_BACKWARD}`\n"
+    return f"{table(header, rows)}\nbf16, sm_90, predictions, Triton backward → traced backward; `{TRACED_BACKWARD}`\n"
 
 
 # --- the code -----------------------------------------------------------------------------------------------------
@@ -280,7 +277,7 @@ def packed(root: Path) -> str:
             sdbnn.export_packed(model, bits, config=name)
             ratio = plain.stat().st_size / bits.stat().st_size
             rows.append([f"`{name}`", f"{plain.stat().st_size:,} B", f"{bits.stat().st_size:,} B", f"1/{ratio:.1f}"])
-    return table(["model", "`model.safetensors` (fp32)", "packed", "ratio"], rows) + "\n"
+    return table(["model", "`model.safetensors` (fp32)", "packed", "ratio"], rows)
 
 
 @renderer("models")
@@ -291,7 +288,7 @@ def models(root: Path) -> str:
             for name in [*PAPER_MODELS, "resnet34"]]
     twins = [name for name in list_models() if name.endswith("_fp")]
     rows.append([f"`<name>_fp` ({len(twins)})", "full-precision twin of each SD-BNN model", ""])
-    return table(["name", "what", "parameters"], rows) + "\n"
+    return table(["name", "what", "parameters"], rows)
 
 
 def parameter_count(name: str) -> int:
@@ -327,7 +324,7 @@ def architectures(root: Path) -> str:
         rows.append([label, f"`{name}`", f"{parameter_count(name):,}", str(len(convs)), reduction, surrogates])
     header = ["model", "`create_model` name", "parameters", "SD convs", "ASD r: hidden widths (Cin → Cin//r)",
               "surrogates (act / weight)"]
-    return table(header, rows) + "\n"
+    return table(header, rows)
 
 
 SURROGATE_NAMES = {"ede": "EDE", "approx": "ApproxSign", "clip": "clip-STE", "ste": "STE"}
@@ -356,7 +353,7 @@ def cifar_recipes(root: Path) -> str:
     rows = [[label.split(" CIFAR")[0], f"{recipe(root, name)['lr']:g}", str(recipe(root, name)["epochs"]),
              f"{recipe(root, name)['t_min']:.0e}".replace("e-0", "e-"), f"`launch/configs/{name}.yaml`"]
             for label, name in CIFAR_RECIPES.items()]
-    return table(["model", "lr", "epochs", "Tmin", "recipe file"], rows) + "\n"
+    return table(["model", "lr", "epochs", "Tmin", "recipe file"], rows)
 
 
 @renderer("ede-schedule")
@@ -376,7 +373,7 @@ def ede_schedule_table(root: Path) -> str:
         k_last, t_last = schedule[-1]
         rows.append([f"{label} ({epochs}), Tmin {t_min:.0e}".replace("e-0", "e-"), f"t = {t0:g}, k = {k0:g}",
                      first_reaching(0.1), first_reaching(1.0), f"e = {epochs - 1}: t ≈ {t_last:.2f}, k = {k_last:g}"])
-    return table(["model (E)", "e = 0", "first t ≥ 0.1", "first t ≥ 1", "last epoch"], rows) + "\n"
+    return table(["model (E)", "e = 0", "first t ≥ 0.1", "first t ≥ 1", "last epoch"], rows)
 
 
 PUBLISHED = ["cifar10_resnet20", "cifar10_vgg_small", "cifar10_resnet18_cifar", "imagenet_stage2", "imagenet_stage1"]
@@ -389,7 +386,7 @@ def published_results(root: Path) -> str:
         result = paper(root, name)
         rows.append([result["row"], number(result["top1"]), number(result.get("top5")),
                      number(result.get("irnet_top1")), result["epoch"], f"`{name}`"])
-    return table(["row", "top-1", "top-5", "IR-Net top-1", "reported", "recipe"], rows) + "\n"
+    return table(["row", "top-1", "top-5", "IR-Net top-1", "reported", "recipe"], rows)
 
 
 @renderer("gpu-session")

@@ -249,7 +249,6 @@ def run(quick: bool, device: torch.device, models: list[str] | None = None, *, v
             section.error(label, error)
         finally:
             release(prepared)
-            prepared = None
             if not kept:  # nothing compiled needs to outlive its row
                 torch._dynamo.reset()
         section.save()
