@@ -4,18 +4,16 @@
     python -m benchmarks.kernel_resources --arch 75 80 86 89 90 100 120 --out /tmp/results
 
 Every kernel specialization the four paper models launch (each binary layer at its recipe's batch and image size,
-every storage dtype, layout, surrogate, with and without shift / alpha), configured by the launchers themselves on meta
-tensors, compiled by Triton for an explicit `GPUTarget`, read by the triton wheel's `cuobjdump` (`resources`, also
-used by `benchmarks.cuda_graph`). Writes ``kernel-resources-triton<version>-<date>.{json,md}``; exits 1 unless every
-row compiles without spilling, every act_sign row keeps ≥ 50% of an sm_90 SM's warps resident and no weight_sign row
-needs 255 registers (the most a thread can have: the compiler would spill next).
-See docs/benchmarks.md §Kernel resources, without a GPU.
+every dtype, layout, surrogate, with and without shift / alpha), as the launchers configure it on meta tensors, compiled
+for an explicit `GPUTarget`, read by triton's `cuobjdump`: ``kernel-resources-triton<version>-<date>.{json,md}``. Exits
+1 unless all compile without spills, act_sign keeps ≥ 50% occupancy on sm_90, weight_sign < 255 registers (`targets`).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import os
@@ -46,9 +44,8 @@ WEIGHT_STORAGE = [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32",
 TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
 
 # Per-SM limits (CUDA C++ Programming Guide, "Technical Specifications per Compute Capability"): resident warps and
-# blocks, shared memory (the largest carve-out) and what the driver reserves of it per block. All of them: 65,536
-# 32-bit registers per SM in 4 sub-partitions (a warp's registers live in one), allocated per warp in units of 256,
-# at most 255 per thread; shared memory allocated in units of 128 bytes.
+# blocks, shared memory (the largest carve-out) and the driver's reserve of it per block. All: 65,536 registers per SM
+# in 4 sub-partitions (a warp's in one), per warp in units of 256, ≤ 255 a thread; shared memory in units of 128 B.
 ARCHS = {
     75: dict(max_warps=32, max_blocks=16, shared_bytes=64 * 1024, reserved_shared=0),  # Turing
     80: dict(max_warps=64, max_blocks=32, shared_bytes=164 * 1024, reserved_shared=1024),  # A100
@@ -60,9 +57,6 @@ ARCHS = {
 }
 REGISTERS_PER_SM, SUB_PARTITIONS, REGISTER_UNIT, MAX_REGISTERS, SHARED_UNIT = 65536, 4, 256, 255, 128
 ACT_SIGN_MIN_OCCUPANCY, OCCUPANCY_ARCH = 0.5, 90  # the act_sign kernels' target, on sm_90
-
-
-# --- which launches the models make --------------------------------------------------------------------------
 
 
 def recipe(model: str) -> dict:
@@ -78,20 +72,17 @@ def recipe_batch(model: str) -> tuple[int, int]:
     return batch, size
 
 
-def layer_uses(models=MODELS) -> tuple[dict, dict, int]:
-    """({activation shape: layers}, {binary weight shape: layers}, number of layers) of every SDConv2d of the models,
-    from a meta-device forward at their recipes' batch and image size."""
+def layer_uses(models=MODELS) -> tuple[dict, dict]:
+    """({activation shape: layers}, {binary weight shape: layers}) of the models' SDConv2d layers, on meta tensors."""
     import sdbnn
 
-    activations, weights, layers = defaultdict(list), defaultdict(list), 0
+    activations, weights = defaultdict(list), defaultdict(list)
     for model_name in models:
         with torch.device("meta"):
             model = sdbnn.create_model(model_name, **(recipe(model_name).get("model_options") or {}))
         for name, module in model.named_modules():
             if isinstance(module, sdbnn.SDConv2d):
                 def record(module, inputs, name=f"{model_name}.{name}"):
-                    nonlocal layers
-                    layers += 1
                     activations[tuple(inputs[0].shape)].append(name)
                     if module.binary_weights:
                         weights[tuple(module.weight.shape)].append(name)
@@ -99,7 +90,7 @@ def layer_uses(models=MODELS) -> tuple[dict, dict, int]:
         batch, size = recipe_batch(model_name)
         with torch.no_grad():
             model(torch.empty(batch, 3, size, size, device="meta"))
-    return activations, weights, layers
+    return activations, weights
 
 
 def recorded_launches(activation_shapes: dict, weight_shapes: dict, act_storage=tuple(STORAGE),
@@ -121,45 +112,37 @@ def recorded_launches(activation_shapes: dict, weight_shapes: dict, act_storage=
             yield item, {**use, "read_bytes": sum(tensor.element_size() for tensor in inputs)}
 
     for shape, used_by in activation_shapes.items():
-        for dtype_name in act_storage:
-            for layout in channels_last:
-                x = torch.empty(shape, dtype=STORAGE[dtype_name], device=meta)
-                if layout:
-                    x = x.to(memory_format=torch.channels_last)
-                grad = torch.empty_like(x)
-                for with_shift in optional:
-                    shift = torch.empty(shape[:2], dtype=x.dtype, device=meta) if with_shift else None
-                    use = {"shape": shape, "dtype": dtype_name, "layout": "channels_last" if layout else "nchw",
-                           "used_by": used_by}
-                    yield from run(lambda: act_sign.forward(x, shift), use, [x])
-                    for surrogate in surrogates:
-                        yield from run(lambda: act_sign.backward(grad, x, shift, k, t, surrogate), use, [grad, x])
+        for dtype_name, layout, with_shift in itertools.product(act_storage, channels_last, optional):
+            x = torch.empty(shape, dtype=STORAGE[dtype_name], device=meta)
+            x = x.to(memory_format=torch.channels_last) if layout else x
+            shift = torch.empty(shape[:2], dtype=x.dtype, device=meta) if with_shift else None
+            grad, layout_name = torch.empty_like(x), "channels_last" if layout else "nchw"
+            use = {"shape": shape, "dtype": dtype_name, "layout": layout_name, "used_by": used_by}
+            yield from run(lambda: act_sign.forward(x, shift), use, [x])
+            for surrogate in surrogates:
+                yield from run(lambda: act_sign.backward(grad, x, shift, k, t, surrogate), use, [grad, x])
     for shape, used_by in weight_shapes.items():
-        for weight_name, sign_name in weight_storage:
+        for (weight_name, sign_name), with_alpha in itertools.product(weight_storage, optional):
             w = torch.empty(shape, dtype=STORAGE[weight_name], device=meta)
             grad = torch.empty(shape, dtype=STORAGE[sign_name], device=meta)
-            for with_alpha in optional:
-                alpha = torch.empty(shape[0], dtype=w.dtype, device=meta) if with_alpha else None
-                dtype_name = weight_name if weight_name == sign_name else f"{weight_name}->{sign_name}"
-                use = {"shape": shape, "dtype": dtype_name, "layout": "any", "used_by": used_by}
-                yield from run(lambda: weight_sign.forward(w, alpha, grad.dtype), use, [w])
-                for surrogate in surrogates:
-                    yield from run(lambda: weight_sign.backward(grad, w, alpha, k, t, surrogate), use, [grad, w])
+            alpha = torch.empty(shape[0], dtype=w.dtype, device=meta) if with_alpha else None
+            dtype_name = weight_name if weight_name == sign_name else f"{weight_name}->{sign_name}"
+            use = {"shape": shape, "dtype": dtype_name, "layout": "any", "used_by": used_by}
+            yield from run(lambda: weight_sign.forward(w, alpha, grad.dtype), use, [w])
+            for surrogate in surrogates:
+                yield from run(lambda: weight_sign.backward(grad, w, alpha, k, t, surrogate), use, [grad, w])
 
 
 def specialization(recorded) -> tuple[dict, dict, dict]:
-    """(signature, constexprs, attrs) of a launch as Triton's JIT specializes it on a GPU: tensors are typed pointers
-    aligned to 16 bytes (torch's allocations are), ints are i32 (i64 past 2^31), the int 1 becomes a constant and
-    multiples of 16 are marked divisible by 16."""
+    """(signature, constexprs, attrs) of a launch as Triton's JIT specializes it on a GPU: 16-byte-aligned typed
+    pointers (torch allocates so), i32 ints (i64 past 2^31), the int 1 a constant, multiples of 16 marked so."""
     config = recorded.config
     values = dict(zip(config.kernel.arg_names, recorded.args)) | dict(config.runtime)
     signature, constexprs, attrs = {}, dict(config.constexprs), {}
     for index, name in enumerate(config.kernel.arg_names):
         if name in constexprs:
             signature[name] = "constexpr"
-            continue
-        value = values[name]
-        if isinstance(value, torch.Tensor):
+        elif isinstance(value := values[name], torch.Tensor):
             signature[name] = "*" + TRITON_TYPES[value.dtype]
             attrs[(index,)] = [["tt.divisibility", 16]]
         elif value == 1:
@@ -171,34 +154,26 @@ def specialization(recorded) -> tuple[dict, dict, dict]:
     return signature, constexprs, attrs
 
 
-# --- compiling and reading resources -------------------------------------------------------------------------
-
-
 def tool(name: str) -> Path:
     import triton
 
-    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: this triton install has no NVIDIA backend tools")
-    return path
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
 
 
 def nvidia_backend_available() -> str | None:
     """None when kernels can be compiled for NVIDIA targets here, else why not."""
     try:
         import triton.backends
-
-        if "nvidia" not in triton.backends.backends:
-            return "triton has no NVIDIA backend"
-        tool("ptxas"), tool("cuobjdump")
-    except (ImportError, FileNotFoundError) as error:
+    except ImportError as error:
         return str(error)
-    return None
+    if "nvidia" not in triton.backends.backends:
+        return "triton has no NVIDIA backend"
+    missing = [str(tool(name)) for name in ("ptxas", "cuobjdump") if not tool(name).exists()]
+    return f"{', '.join(missing)} missing: this triton install has no NVIDIA backend tools" if missing else None
 
 
 def occupancy(arch: int, registers: int, num_warps: int, shared_bytes: int) -> tuple[float, int, str]:
-    """(resident warps ÷ the SM's maximum, resident blocks, the limiting resource) for one block of ``num_warps``
-    warps using ``registers`` per thread and ``shared_bytes`` of shared memory."""
+    """(resident warps ÷ the SM's maximum, resident blocks, the limiting resource) for blocks of that size."""
     sm = ARCHS[arch]
     per_warp = math.ceil(max(registers, 1) * 32 / REGISTER_UNIT) * REGISTER_UNIT
     warps_by_registers = (REGISTERS_PER_SM // SUB_PARTITIONS // per_warp) * SUB_PARTITIONS
@@ -210,8 +185,7 @@ def occupancy(arch: int, registers: int, num_warps: int, shared_bytes: int) -> t
 
 
 def resources(cubin: bytes, arch: int, num_warps: int, dynamic_shared: int) -> dict:
-    """Registers, spill bytes (stack + local), shared memory and theoretical occupancy of the one kernel in
-    ``cubin``, from `cuobjdump -res-usage` (Triton's metadata has no register count without a GPU)."""
+    """Registers, spills, shared memory and occupancy of ``cubin``'s kernel by `cuobjdump` (Triton has none offline)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
         file.write(cubin)
         file.flush()
@@ -228,76 +202,56 @@ def resources(cubin: bytes, arch: int, num_warps: int, dynamic_shared: int) -> d
             "occupancy_limit": limit}
 
 
-def ptxas_agrees(ptx: str, arch: int, usage: dict) -> bool:
-    """Whether `ptxas -v` on Triton's PTX reports the registers and stack that cuobjdump read from its cubin."""
-    target = re.search(r"^\.target (\S+)", ptx, re.MULTILINE).group(1)  # sm_90a where Triton asks for it
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as file:
-        file.write(ptx)
-        file.flush()
-        log = subprocess.run([str(tool("ptxas-blackwell" if arch >= 100 else "ptxas")), "-v", f"--gpu-name={target}",
-                              file.name, "-o", os.devnull], capture_output=True, text=True, check=True).stderr
-    return (int(re.search(r"Used (\d+) registers", log).group(1)) == usage["registers"]
-            and int(re.search(r"(\d+) bytes stack frame", log).group(1)) == usage["stack_bytes"])
-
-
-CROSS_CHECK_EVERY = 25  # specializations: cuobjdump's registers and stack against ptxas -v's
-
-
-def compile_rows(launches, archs: list[int], log=print, cross_check_every: int = CROSS_CHECK_EVERY
-                 ) -> tuple[list[dict], list[bool]]:
-    """(one row per distinct specialization among ``launches`` ((launch, use) pairs) and target, whether `ptxas -v`
-    agreed with cuobjdump on every ``cross_check_every``-th specialization)."""
+def compile_launch(recorded, arch: int):
+    """Triton's compiled kernel (asm, metadata) of one recorded launch, for sm_<arch>."""
     import triton.compiler
     from triton.backends.compiler import GPUTarget
 
+    signature, constexprs, attrs = specialization(recorded)
+    source = triton.compiler.ASTSource(fn=recorded.config.kernel, signature=signature, constexprs=constexprs,
+                                       attrs=attrs)
+    return triton.compiler.compile(source, target=GPUTarget("cuda", arch, 32),
+                                   options={"num_warps": recorded.config.num_warps})
+
+
+def compile_rows(launches, archs: list[int], log=print) -> list[dict]:
+    """One row per distinct specialization among ``launches`` ((launch, use) pairs) and target."""
     from sdbnn.kernels.launches import json_value
 
     unique: dict[str, dict] = {}
     for recorded, use in launches:
-        signature, constexprs, attrs = specialization(recorded)
+        signature, constexprs, attrs = spec = specialization(recorded)
         key = json.dumps([recorded.config.name, signature, {k: str(v) for k, v in constexprs.items()},
                           {str(k): v for k, v in attrs.items()}, recorded.config.num_warps], sort_keys=True)
-        entry = unique.setdefault(key, {"recorded": recorded, "use": use, "used_by": set()})
+        entry = unique.setdefault(key, {"recorded": recorded, "use": use, "spec": spec, "used_by": set()})
         entry["used_by"].update(use["used_by"])
     log(f"{len(unique)} distinct kernel specializations; compiling for sm_{', sm_'.join(map(str, archs))}")
-    rows, cross_check = [], []
+    rows = []
     for number, entry in enumerate(unique.values(), 1):
-        recorded, use, config = entry["recorded"], entry["use"], entry["recorded"].config
+        recorded, use, (signature, constexprs, attrs) = entry["recorded"], entry["use"], entry["spec"]
+        config, names = recorded.config, recorded.config.kernel.arg_names
         tile_elements = math.prod(value for name, value in config.constexprs.items() if name.startswith("BLOCK"))
-        signature, constexprs, attrs = specialization(recorded)
-        names = config.kernel.arg_names
-        base = {
-            "kernel": config.name,
-            "constexprs": {name: json_value(value) for name, value in constexprs.items()},
-            "num_warps": config.num_warps,
-            "signature": {name: kind for name, kind in signature.items() if kind != "constexpr"},
-            "divisible_by_16": [names[index] for (index,) in attrs if not signature[names[index]].startswith("*")],
-            "example": {"shape": list(use["shape"]), "dtype": use["dtype"], "layout": use["layout"],
-                        "grid": list(config.grid), **({"runtime": dict(config.runtime)} if config.runtime else {})},
-            "tile_elements": tile_elements,
-            "layers": len(entry["used_by"]),
-        }
-        source = triton.compiler.ASTSource(fn=config.kernel, signature=signature, constexprs=constexprs, attrs=attrs)
+        base = {"kernel": config.name, "constexprs": {name: json_value(value) for name, value in constexprs.items()},
+                "num_warps": config.num_warps,
+                "signature": {name: kind for name, kind in signature.items() if kind != "constexpr"},
+                "divisible_by_16": [names[index] for (index,) in attrs if not signature[names[index]].startswith("*")],
+                "example": {"shape": list(use["shape"]), "dtype": use["dtype"], "layout": use["layout"],
+                            "grid": list(config.grid), **({"runtime": dict(config.runtime)} if config.runtime else {})},
+                "tile_elements": tile_elements, "layers": len(entry["used_by"])}
         for arch in archs:
             row = {**base, "arch": f"sm_{arch}"}
             try:
-                compiled = triton.compiler.compile(source, target=GPUTarget("cuda", arch, 32),
-                                                   options={"num_warps": config.num_warps})
+                compiled = compile_launch(recorded, arch)
                 usage = resources(compiled.asm["cubin"], arch, config.num_warps, compiled.metadata.shared)
             except Exception as error:  # noqa: BLE001 - a failed compile is a result row
                 rows.append({**row, "compiled": False, "error": f"{type(error).__name__}: {error}"[:2000]})
                 continue
-            if (number - 1) % cross_check_every == 0:
-                cross_check.append(ptxas_agrees(compiled.asm["ptx"], arch, usage))
             # a Little's-law estimate of the reads that keep HBM busy: resident blocks × tile × bytes per element
             rows.append({**row, "compiled": True, **usage,
                          "read_bytes_in_flight_per_sm": usage["resident_blocks"] * tile_elements * use["read_bytes"]})
         if number % 50 == 0:
             log(f"  {number}/{len(unique)} specializations")
-    return rows, cross_check
-
-
-# --- the result ----------------------------------------------------------------------------------------------
+    return rows
 
 
 def targets(rows: list[dict]) -> list[str]:
@@ -318,95 +272,58 @@ def targets(rows: list[dict]) -> list[str]:
     return failures
 
 
-def result_of(rows: list[dict], archs: list[int], layers: int, cross_check: list[bool], command: str) -> dict:
+def result_of(rows: list[dict], archs: list[int], layers: int, command: str) -> dict:
     """The result file's content: provenance, what was swept, the target misses and the rows."""
     import triton
 
     from sdbnn.provenance import commit
 
-    failures = targets(rows)
-    if not all(cross_check):
-        failures.append(f"ptxas -v disagrees with cuobjdump on {cross_check.count(False)} of {len(cross_check)} "
-                        "cross-checked specializations")
     return {
         "triton": triton.__version__, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
-        **commit(), "command": command,
-        "pythonpath": os.environ.get("PYTHONPATH"),  # e.g. another triton than the installed one
-        "archs": [f"sm_{arch}" for arch in archs],
-        "inputs": {model: recipe_batch(model) for model in MODELS},
-        "layers": layers,
-        "specializations": len(rows) // len(archs),
+        **commit(), "command": command, "pythonpath": os.environ.get("PYTHONPATH"),  # e.g. another triton
+        "archs": [f"sm_{arch}" for arch in archs], "inputs": {model: recipe_batch(model) for model in MODELS},
+        "layers": layers, "specializations": len(rows) // len(archs),
         "arch_limits": {f"sm_{arch}": limits for arch, limits in ARCHS.items()},
-        "ptxas_cross_check": {"checked": len(cross_check), "agreed": sum(cross_check)},
-        "target_misses": failures,
-        "rows": rows,
+        "target_misses": targets(rows), "rows": rows,
     }
 
 
-def json_text(result: dict) -> str:
-    """The result as JSON with one row per line (the file stays readable and diffable at ~1,500 rows)."""
-    head = json.dumps({key: value for key, value in result.items() if key != "rows"}, indent=1)
-    rows = ",\n".join("  " + json.dumps(row, separators=(",", ":")) for row in result["rows"])
-    return f'{head[:-2]},\n "rows": [\n{rows}\n ]\n}}\n'
-
-
-def _span(values: list[float], fmt: str = "{}") -> str:
-    if not values:
-        return ""
-    low, high = min(values), max(values)
-    return fmt.format(low) if low == high else f"{fmt.format(low)}–{fmt.format(high)}"
+def _span(values: list, fmt: str = "{}") -> str:
+    low, high = (fmt.format(min(values)), fmt.format(max(values))) if values else ("", "")
+    return low if low == high else f"{low}–{high}"
 
 
 def markdown(result: dict) -> str:
-    """Targets, then each kernel per target, then each launch configuration the launchers choose (on sm_90)."""
+    """Targets, then each tile the launchers choose on each target, with one layer that gets it."""
     rows, failures, arch = result["rows"], result["target_misses"], f"sm_{OCCUPANCY_ARCH}"
+    inputs = "; ".join(f"{model}: {batch}×{size}²" for model, (batch, size) in result["inputs"].items())
     lines = [
         f"# Kernel resources: triton {result['triton']}, {', '.join(result['archs'])}", "",
         f"Compiled without a GPU on {result['date']} by `{result['command']}` at commit {result['commit']}"
-        f"{' (with uncommitted changes)' if result['uncommitted_changes'] else ''}; torch {result['torch']}, "
-        f"triton {result['triton']}. {result['layers']} binary layers at their recipes' per-device batch and image "
-        f"size ({'; '.join(f'{m}: {b}×{s}²' for m, (b, s) in result['inputs'].items())}): "
-        f"{result['specializations']} distinct specializations, {len(rows)} rows "
-        f"({sum(row['compiled'] for row in rows)} compiled).", "",
-        "Registers, stack and local memory from `cuobjdump -res-usage` on Triton's cubin (`ptxas -v` on its PTX agreed "
-        f"on {result['ptxas_cross_check']['agreed']} of {result['ptxas_cross_check']['checked']} specializations "
-        "cross-checked); spill bytes = stack + local. Occupancy: `occupancy` in benchmarks/kernel_resources.py. "
-        "Reads in flight per SM = resident blocks × tile elements × bytes read per element, a Little's-law estimate "
-        "of what keeps HBM busy (an H200 wants 4.8 TB/s × ~1 µs ÷ 132 SMs ≈ 36 KB per SM). Predictions; only a GPU "
-        "measures the bandwidth they reach.", "",
-        "## Targets", ""]
-    if failures:
-        lines += [f"**{len(failures)} missed:**", ""] + [f"- {line}" for line in failures]
-    else:
-        lines.append(f"All met: every row compiled, 0 spill bytes on every target, every act_sign specialization ≥ "
-                     f"{ACT_SIGN_MIN_OCCUPANCY:.0%} theoretical occupancy on {arch}, every weight_sign "
-                     f"specialization below {MAX_REGISTERS} registers.")
-    per_kernel, tiles = defaultdict(list), defaultdict(list)
+        f"{' (with uncommitted changes)' if result['uncommitted_changes'] else ''}; torch {result['torch']}. "
+        f"{result['layers']} binary layers at their recipes' per-device batch and image size ({inputs}): "
+        f"{result['specializations']} specializations, {len(rows)} rows.", "",
+        "Registers, spills (stack + local): `cuobjdump -res-usage`. Reads in flight per SM = resident blocks × tile × "
+        "bytes read per element (Little's law: an H200 wants 4.8 TB/s × ~1 µs ÷ 132 SMs ≈ 36 KB). Predictions: only "
+        "a GPU measures bandwidth.", "", "## Targets", ""]
+    lines += ([f"**{len(failures)} missed:**", ""] + [f"- {line}" for line in failures] if failures else
+              [f"All met: every row compiled without spills, every act_sign row ≥ {ACT_SIGN_MIN_OCCUPANCY:.0%} "
+               f"occupancy on {arch}, every weight_sign row below {MAX_REGISTERS} registers."])
+    groups = defaultdict(list)
     for row in rows:
-        per_kernel[(row["kernel"], row["arch"])].append(row)
-        if row["arch"] == arch and row["compiled"]:
-            tile = ", ".join(f"{k}={v}" for k, v in row["constexprs"].items() if k.startswith(("BLOCK", "CHANNELS")))
-            tiles[(row["kernel"], tile, row["num_warps"])].append(row)
-    lines += ["", "## Per kernel and target", "", *table(
-        ["kernel", "arch", "specializations", "compiled", "num_warps", "registers", "spill bytes", "shared bytes",
-         "occupancy", "reads in flight per SM"],
-        [[kernel, target, len(group), len(done := [row for row in group if row["compiled"]])]
-         + [_span([row[key] for row in done]) for key in ("num_warps", "registers", "spill_bytes", "shared_bytes")]
+        tile = ", ".join(f"{k}={v}" for k, v in row["constexprs"].items() if k.startswith(("BLOCK", "CHANNELS")))
+        groups[(row["kernel"], tile, row["num_warps"], int(row["arch"][3:]))].append(row)
+    lines += ["", "## Per tile and target", "", *table(
+        ["kernel", "tile", "num_warps", "arch", "specializations", "compiled", "registers", "spill bytes",
+         "shared bytes", "occupancy", "reads in flight per SM", "example layer, grid"],
+        [[kernel, tile, warps, f"sm_{target}", len(group), len(done := [row for row in group if row["compiled"]])]
+         + [_span([row[key] for row in done]) for key in ("registers", "spill_bytes", "shared_bytes")]
          + [_span([row["occupancy"] for row in done], "{:.0%}"),
-            _span([row["read_bytes_in_flight_per_sm"] / 1024 for row in done], "{:.0f} KB")]
-         for (kernel, target), group in sorted(per_kernel.items(), key=lambda kv: (kv[0][0], int(kv[0][1][3:])))]
+            _span([row["read_bytes_in_flight_per_sm"] / 1024 for row in done], "{:.0f} KB"),
+            f"{'×'.join(map(str, ex['shape']))} {ex['layout']} {ex['dtype']}, grid {ex['grid']}"
+            f"{' ' + str(ex['runtime']) if 'runtime' in ex else ''}"]
+         for (kernel, tile, warps, target), group in sorted(groups.items()) for ex in [group[0]["example"]]]
     ).splitlines()]
-    lines += ["", "## Launch configurations the launchers choose", "",
-              f"Per kernel, each distinct tile and num_warps: one layer shape that gets it (its dtype, grid), and the "
-              f"{arch} registers and occupancy over every specialization with that tile (dtypes, surrogates, with "
-              "and without shift/alpha).", "", *table(
-                  ["kernel", "tile", "num_warps", "example", "grid", "specializations", f"{arch} registers",
-                   f"{arch} occupancy"],
-                  [[kernel, tile, warps, f"{'×'.join(map(str, ex['shape']))} {ex['layout']} {ex['dtype']}",
-                    f"{ex['grid']} {ex.get('runtime', '')}".strip(), len(group),
-                    _span([row["registers"] for row in group]), _span([row["occupancy"] for row in group], "{:.0%}")]
-                   for (kernel, tile, warps), group in tiles.items() for ex in [group[0]["example"]]]
-              ).splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -417,28 +334,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="compute capabilities to compile for (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for JSON + markdown")
     args = parser.parse_args(argv)
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        parser.error("unset TRITON_INTERPRET: the kernels must be compiled, not interpreted")
-    if problem := nvidia_backend_available():
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if problem := "TRITON_INTERPRET=1 (unset it)" if interpreted else nvidia_backend_available():
         parser.error(f"cannot compile for NVIDIA targets: {problem}")
 
     from sdbnn.io import atomic_write
 
-    activations, weights, layers = layer_uses()
-    print(f"{layers} binary layers in {len(MODELS)} models", flush=True)
-    rows, cross_check = compile_rows(recorded_launches(activations, weights), args.arch,
-                                     lambda message: print(message, flush=True))
+    activations, weights = layer_uses()
+    rows = compile_rows(recorded_launches(activations, weights), args.arch, lambda message: print(message, flush=True))
     command = " ".join(["python -m benchmarks.kernel_resources", *(argv if argv is not None else sys.argv[1:])])
-    result = result_of(rows, args.arch, layers, cross_check, command)
-    args.out.mkdir(parents=True, exist_ok=True)
+    result = result_of(rows, args.arch, sum(map(len, activations.values())), command)
     stem = args.out / f"kernel-resources-triton{result['triton']}-{result['date']}"
-    atomic_write(Path(f"{stem}.json"), lambda tmp: tmp.write_text(json_text(result)))
+    # one row a line: the file stays readable and diffable at ~1,500 rows
+    head = json.dumps({key: value for key, value in result.items() if key != "rows"}, indent=1)[:-2]
+    rows_text = ",\n".join("  " + json.dumps(row, separators=(",", ":")) for row in rows)
+    atomic_write(Path(f"{stem}.json"), lambda tmp: tmp.write_text(f'{head},\n "rows": [\n{rows_text}\n ]\n}}\n'))
     atomic_write(Path(f"{stem}.md"), lambda tmp: tmp.write_text(markdown(result)))
     failures = result["target_misses"]
-    print(f"wrote {stem}.json and .md: {len(rows)} rows, "
-          + (f"{len(failures)} target misses" if failures else "every target met"))
-    for line in failures[:20]:
-        print("  " + line)
+    print(f"wrote {stem}.json and .md: {len(rows)} rows, {len(failures) or 'no'} target misses", *failures[:20],
+          sep="\n  ")
     return 1 if failures else 0
 
 

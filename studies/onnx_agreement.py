@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import environment, write_results
+from benchmarks.common import environment, result_stem, write_named_results
 from studies.common import RESULTS
 
 DEMO_FLAGS = ["--model", "resnet20", "--dataset", "digits", "--batch-size", "64", "--t-cap", "1"]
@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m studies.onnx_agreement", *(sys.argv[1:] if argv is None else argv)])
     result = {**environment(torch.device("cpu")), "command": command, **measured}
     run = result["run"]
-    path = write_results(args.out, f"onnx-agreement-{run['dataset']}-{run['epochs']}ep", result, markdown(result))
+    stem = result_stem(f"onnx-agreement-{run['dataset']}-{run['epochs']}ep", result)
+    path = write_named_results(args.out, stem, result, markdown(result))
     print(markdown(result) + f"\nwrote {path} and .md")
     return 0 if result["optimizations_off"]["passed"] else 1  # what sdbnn checks; the default is only measured
 

@@ -16,34 +16,53 @@ from helpers import ROOT, cpu_env
 # shift/alpha and EDE: ResNet-18 ImageNet's last stage (7×7 planes, which start unaligned) and first, at batch 256;
 # ResNet-20's 16-channel weights (4 rows to a program) and ResNet-18's 512-channel ones (rows walked in blocks).
 REPRESENTATIVE = {"activations": [(256, 512, 7, 7), (256, 64, 56, 56)], "weights": [(16, 16, 3, 3), (512, 512, 3, 3)]}
-# Compiling needs the kernels as JIT functions, so it runs in a process without TRITON_INTERPRET.
-SUBSET_SCRIPT = f"""
-import json
+# Compiling needs the kernels as JIT functions, so it runs in a process without TRITON_INTERPRET. It also checks
+# the cuobjdump reading against `ptxas -v` on the same PTX, for every launch.
+SUBSET_SCRIPT = """
+import json, os, re, subprocess, sys, tempfile
 from benchmarks import kernel_resources
 problem = kernel_resources.nvidia_backend_available()
 if problem:
-    print(json.dumps({{"skip": problem}}))
-else:
-    launches = kernel_resources.recorded_launches(
-        {{shape: ["representative"] for shape in {REPRESENTATIVE["activations"]!r}}},
-        {{shape: ["representative"] for shape in {REPRESENTATIVE["weights"]!r}}},
-        act_storage=("bf16",), weight_storage=(("fp32", "bf16"),), optional=(True,), surrogates=("ede",))
-    rows, cross_check = kernel_resources.compile_rows(launches, [90], log=lambda message: None, cross_check_every=1)
-    report = kernel_resources.markdown(kernel_resources.result_of(rows, [90], 4, cross_check, "subset"))
-    print(json.dumps({{"rows": rows, "cross_check": cross_check, "markdown": report}}))
+    print(json.dumps({"skip": problem}))
+    sys.exit()
+shapes = json.loads(sys.argv[1])
+launches = list(kernel_resources.recorded_launches(
+    {tuple(shape): ["representative"] for shape in shapes["activations"]},
+    {tuple(shape): ["representative"] for shape in shapes["weights"]},
+    act_storage=("bf16",), weight_storage=(("fp32", "bf16"),), optional=(True,), surrogates=("ede",)))
+rows = kernel_resources.compile_rows(launches, [90], log=lambda message: None)
+report = kernel_resources.markdown(kernel_resources.result_of(rows, [90], 4, "subset"))
+cross_check = []
+for recorded, _ in launches:
+    compiled = kernel_resources.compile_launch(recorded, 90)
+    usage = kernel_resources.resources(compiled.asm["cubin"], 90, recorded.config.num_warps, compiled.metadata.shared)
+    target = re.search(r"^\\.target (\\S+)", compiled.asm["ptx"], re.MULTILINE).group(1)  # sm_90a where Triton asks
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as file:
+        file.write(compiled.asm["ptx"])
+        file.flush()
+        log = subprocess.run([str(kernel_resources.tool("ptxas")), "-v", f"--gpu-name={target}", file.name, "-o",
+                              os.devnull], capture_output=True, text=True, check=True).stderr
+    cross_check.append([int(re.search(r"Used (\\d+) registers", log).group(1)),
+                        int(re.search(r"(\\d+) bytes stack frame", log).group(1))]
+                       == [usage["registers"], usage["stack_bytes"]])
+print(json.dumps({"rows": rows, "cross_check": cross_check, "markdown": report}))
 """
 
 
 @pytest.fixture(scope="module")
 def sm90_rows():
-    done = subprocess.run([sys.executable, "-c", SUBSET_SCRIPT], capture_output=True, text=True, timeout=300,
-                          env=cpu_env(), cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", SUBSET_SCRIPT, json.dumps(REPRESENTATIVE)], capture_output=True,
+                          text=True, timeout=300, env=cpu_env(), cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if "skip" in result:
         pytest.skip(f"cannot compile for NVIDIA targets here: {result['skip']}")
     assert result["cross_check"] and all(result["cross_check"]), "ptxas -v disagrees with cuobjdump"
-    assert "All met" in result["markdown"] and "| weight_sign.backward | sm_90 | 2 | 2 |" in result["markdown"]
+    assert "All met" in result["markdown"]
+    # the table's rows add up: every weight_sign.backward specialization (two layers) on sm_90, each compiled
+    table_rows = [line.split(" | ") for line in result["markdown"].splitlines()
+                  if line.startswith("| weight_sign.backward |") and " | sm_90 | " in line]
+    assert sum(int(cells[4]) for cells in table_rows) == 2 and all(cells[4] == cells[5] for cells in table_rows)
     return result["rows"]
 
 
