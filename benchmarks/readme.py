@@ -4,12 +4,8 @@
     python -m benchmarks.readme --check    # exit 1 (and list them) when a block differs from what it renders
 
 A generated block is the text between ``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->``; NAME picks
-its renderer in `RENDERERS`. Prose around a block says what the numbers mean and is never generated; a number that
-prose needs is in a block. Renderers read result files (never re-measure) or run cheap code (meta-device models,
-recipe files), so the check runs in the default test set.
+its renderer in `RENDERERS`; renderers read result files or run cheap code, so the check runs in the default tests.
 """
-
-from __future__ import annotations
 
 import argparse
 import json
@@ -17,158 +13,78 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+import torch
+
+import sdbnn
 from benchmarks.common import table
+from sdbnn.engine.ablations import versus
+from sdbnn.engine.config import load_paper_result, load_recipe
+from sdbnn.layers import SDConv2d, SEGate
 
 ROOT = Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)",
-                   re.DOTALL)
-
-RENDERERS: dict[str, Callable[[Path], str]] = {}  # name -> function(repository root) -> the block's text
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n).*?(<!-- end generated: (?P=name) -->)", re.DOTALL)
 
 
-def documents(root: Path) -> list[Path]:
-    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+def newest(root: Path, pattern: str) -> tuple[str, dict]:
+    """The newest committed result file matching ``pattern`` (dates in file names sort), and its contents."""
+    path = max(root.glob(pattern), default=root / pattern)  # no match: reading it raises FileNotFoundError
+    return str(path.relative_to(root)), json.loads(path.read_text())
 
 
-def renderer(name: str):
-    def register(function: Callable[[Path], str]) -> Callable[[Path], str]:
-        RENDERERS[name] = function
-        return function
-    return register
+def summary_header(baseline: str) -> list[str]:
+    return ["seeds", "final top-1 (%)", f"vs {baseline}", "best top-1 (%)", f"vs {baseline}", "best − final"]
 
 
-def load(root: Path, path: str) -> dict:
-    return json.loads((root / path).read_text())
+def summary_cells(row: dict) -> list:
+    percent = lambda key: f"{100 * row[f'{key}_mean']:.1f} ± {100 * row[f'{key}_std']:.1f}"
+    return [len(row["runs"]), percent("final"), versus(row, "final"), percent("best"), versus(row, "best"),
+            percent("drop")]
 
 
-def newest(root: Path, pattern: str) -> str:
-    """The newest committed result file matching ``pattern`` (dates in file names sort)."""
-    matches = sorted(root.glob(pattern))
-    if not matches:
-        raise FileNotFoundError(f"no result file matches {pattern} under {root}")
-    return str(matches[-1].relative_to(root))
+def variant_table(root: Path, pattern: str, per_seed: bool = False) -> str:
+    """Variants × seeds from the ablation runner's newest JSON matching ``pattern``, against its baseline."""
+    path, result = newest(root, pattern)
+    seeds = lambda row: ", ".join(f"{100 * r['final_top1']:.1f} / {100 * r['best_top1']:.1f}" for r in row["runs"])
+    rows = [[variant, *summary_cells(row), *([seeds(row)] if per_seed else [])]
+            for variant, row in result["variants"].items()]
+    header = ["variant", *summary_header(result["baseline"]), *(["per seed final / best"] if per_seed else [])]
+    commits = sorted({run["environment"]["commit"][:7] if run.get("environment") else "unrecorded"
+                      for row in result["variants"].values() for run in row["runs"]})
+    return f"{table(header, rows)}\n{result['setup']}; commit {', '.join(commits)}; `{path.rsplit('.', 1)[0]}.*`\n"
 
 
-def percent(mean: float, std: float) -> str:
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
-
-
-def versus(row: dict, which: str) -> str:
-    from sdbnn.engine.ablations import versus as ablation_versus
-
-    return ablation_versus(row, which)
-
-
-def commit_of(environment: dict | None) -> str:
-    return environment["commit"][:7] if environment else "unrecorded"
-
-
-# --- result files -----------------------------------------------------------------------------------------------
-
-def variant_table(root: Path, path: str, with_per_seed: bool = False) -> str:
-    """Variants × seeds from the ablation runner's JSON: final and best top-1 against the baseline."""
-    result = load(root, path)
-    rows = []
-    for variant, row in result["variants"].items():
-        cells = [variant, str(len(row["runs"])), percent(row["final_mean"], row["final_std"]), versus(row, "final"),
-                 percent(row["best_mean"], row["best_std"]), versus(row, "best")]
-        if with_per_seed:
-            cells.insert(6, percent(row["drop_mean"], row["drop_std"]))
-            cells.append(", ".join(f"{100 * r['final_top1']:.1f} / {100 * r['best_top1']:.1f}" for r in row["runs"]))
-        rows.append(cells)
-    header = ["variant", "seeds", "final top-1 (%)", f"vs {result['baseline']}", "best top-1 (%)",
-              f"vs {result['baseline']}"]
-    if with_per_seed:
-        header += ["best − final", "per seed final / best"]
-    commits = sorted({commit_of(run.get("environment")) for row in result["variants"].values() for run in row["runs"]})
-    return (f"{table(header, rows)}\n{result['setup']}; commit {', '.join(commits)}; "
-            f"`{path.rsplit('.', 1)[0]}.*`\n")
-
-
-@renderer("precision")
-def precision(root: Path) -> str:
-    return variant_table(root, newest(root, "studies/results/precision/bf16-digits30-*.json"), with_per_seed=True)
-
-
-@renderer("ablations-paper")
-def ablations_paper(root: Path) -> str:
-    return variant_table(root, newest(root, "studies/results/ablations/digits15-paper-*.json"))
-
-
-@renderer("ablations-stable")
-def ablations_stable(root: Path) -> str:
-    return variant_table(root, newest(root, "studies/results/ablations/digits15-stable-*.json"))
-
-
-def late_epoch_rows(root: Path, settings: list[str] | None = None) -> str:
-    path = "studies/results/late-epoch/late-epoch.json"
-    result = load(root, path)
+def late_epoch(root: Path, settings: list[str] | None = None) -> str:
+    path, result = newest(root, "studies/results/late-epoch/late-epoch.json")
     rows = []
     for name, setting in result["settings"].items():
-        if settings is not None and name not in settings:
-            continue
         label = re.search(r"on (.+?), (\d+) epochs", setting["setup"])
-        for variant, row in setting["variants"].items():
-            rows.append([f"{label[1]}, {label[2]} epochs", f"`{variant}`", str(len(row["runs"])),
-                         percent(row["final_mean"], row["final_std"]), versus(row, "final"),
-                         percent(row["best_mean"], row["best_std"]), versus(row, "best"),
-                         percent(row["drop_mean"], row["drop_std"])])
-    baseline = result["baseline"]
-    header = ["setting", "variant", "seeds", "final top-1 (%)", f"vs {baseline}", "best top-1 (%)", f"vs {baseline}",
-              "best − final"]
-    return f"{table(header, rows)}\n`{path}`\n"
-
-
-@renderer("late-epoch")
-def late_epoch(root: Path) -> str:
-    return late_epoch_rows(root)
-
-
-@renderer("demo")
-def demo(root: Path) -> str:
-    return late_epoch_rows(root, ["digits15"])
-
-
-def ratio_cell(result: dict, key: str) -> str:
-    rounds = result[f"{key}_per_round"]
-    return f"{result[key]:.2f}× (rounds {min(rounds):.2f}–{max(rounds):.2f})"
+        rows += [[f"{label[1]}, {label[2]} epochs", f"`{variant}`", *summary_cells(row)]
+                 for variant, row in setting["variants"].items() if settings is None or name in settings]
+    return f"{table(['setting', 'variant', *summary_header(result['baseline'])], rows)}\n`{path}`\n"
 
 
 def machine(result: dict) -> str:
     environment = result["environment"]
     threads = environment.get("torch_threads")
     return (f"{environment.get('gpu') or environment['cpu_model']}, {environment['cpu_cores']} cores"
-            f"{f', {threads} threads' if threads else ''}, {result['date']}, commit {commit_of(environment)}")
+            f"{f', {threads} threads' if threads else ''}, {result['date']}, commit {environment['commit'][:7]}")
 
 
-@renderer("loaders")
 def loaders(root: Path) -> str:
-    path = newest(root, "benchmarks/results/loaders-*.json")
-    result = load(root, path)
-    rows = [
-        ["ImageNet train, torchvision ImageFolder + DataLoader", f"{result['imagenet_torchvision_images_per_s']:,.0f}",
-         f"{result['imagenet_torchvision_cpu_ms_per_image']:.2f}", "1.00"],
-        [f"ImageNet train, FFCV ({result['ffcv_storage']})", f"{result['imagenet_ffcv_images_per_s']:,.0f}",
-         f"{result['imagenet_ffcv_cpu_ms_per_image']:.2f}", ratio_cell(result, "imagenet_ffcv_over_torchvision")],
-        ["CIFAR train, torchvision-style dataset + DataLoader", f"{result['cifar_torchvision_images_per_s']:,.0f}",
-         f"{result['cifar_torchvision_cpu_ms_per_image']:.2f}", "1.00"],
-        ["CIFAR train, device-resident loader, on the CPU", f"{result['cifar_device_resident_images_per_s']:,.0f}",
-         f"{result['cifar_device_resident_cpu_ms_per_image']:.2f}", ratio_cell(result, "cifar_device_over_torchvision")],
-    ]
-    return (f"{table(['pipeline', 'images/s', 'CPU ms per image', 'ratio (median of rounds)'], rows)}\n"
-            f"{machine(result)}; `{path.removesuffix('.json')}.md`\n")
+    from benchmarks.loaders import markdown_table
+    path, result = newest(root, "benchmarks/results/loaders-*.json")
+    return f"{markdown_table(result)}\n{machine(result)}; `{path.removesuffix('.json')}.md`\n"
 
 
-@renderer("performance")
 def performance(root: Path) -> str:
     from benchmarks.gpu_session.targets import GOALS
-
-    loader_path = newest(root, "benchmarks/results/loaders-*.json")
-    loader = load(root, loader_path)
-    step_path = newest(root, "studies/results/cpu-step/cpu-step-*.json")
-    step = load(root, step_path)
+    loader_path, loader = newest(root, "benchmarks/results/loaders-*.json")
+    step_path, step = newest(root, "studies/results/cpu-step/cpu-step-*.json")
+    ratio_cell = lambda result, key: (f"{result[key]:.2f}× (rounds {min(result[f'{key}_per_round']):.2f}–"
+                                      f"{max(result[f'{key}_per_round']):.2f})")
     rows = [
         ["ImageNet train loader: FFCV vs torchvision ImageFolder", machine(loader),
          ratio_cell(loader, "imagenet_ffcv_over_torchvision"), f"`{loader_path}`"],
@@ -177,224 +93,138 @@ def performance(root: Path) -> str:
         [f"CPU training step, {step['model']} batch {step['batch_size']} {step['precision']}: fused ops vs the "
          "`reference` backend", machine(step), ratio_cell(step, "fused_over_reference"), f"`{step_path}`"],
     ]
-    for what, goal, direction in GOALS:
-        rows.append([what, "not measured: no GPU lent yet", f"target {direction} {goal:g}", "`bash benchmarks/gpu_session.sh`"])
+    rows += [[what, "not measured: no GPU lent yet", f"target {direction} {goal:g}", "`bash benchmarks/gpu_session.sh`"]
+             for what, goal, direction in GOALS]
     return table(["measurement", "machine, date, commit", "ratio", "source"], rows)
 
 
-@renderer("kernel-resources")
 def kernel_resources(root: Path) -> str:
     rows = []
     for path in sorted(root.glob("benchmarks/results/kernel-resources-triton*.json")):
-        result = load(root, str(path.relative_to(root)))
-        compiled = result["rows"]
-        act_sm90 = [row["occupancy"] for row in compiled if row["kernel"].startswith("act_sign") and row["arch"] == "sm_90"]
-        rows.append([result["triton"], str(result["specializations"]), ", ".join(result["archs"]),
-                     str(sum(row["spill_bytes"] for row in compiled)), str(max(row["registers"] for row in compiled)),
-                     f"{100 * min(act_sm90):.0f}%", result["commit"][:7],
-                     f"`{path.relative_to(root).with_suffix('.md')}`"])
-    header = ["triton", "specializations", "archs", "spill bytes", "most registers", "act_sign occupancy, sm_90 (min)",
-              "commit", "file"]
-    return table(header, rows)
+        result = json.loads(path.read_text())
+        kernels = result["rows"]
+        act_sm90 = min(k["occupancy"] for k in kernels if k["kernel"].startswith("act_sign") and k["arch"] == "sm_90")
+        rows.append([result["triton"], result["specializations"], ", ".join(result["archs"]),
+                     sum(k["spill_bytes"] for k in kernels), max(k["registers"] for k in kernels),
+                     f"{100 * act_sm90:.0f}%", result["commit"][:7], f"`{path.relative_to(root).with_suffix('.md')}`"])
+    return table(["triton", "specializations", "archs", "spill bytes", "most registers",
+                  "act_sign occupancy, sm_90 (min)", "commit", "file"], rows)
 
 
-CUDA_GRAPH = "benchmarks/results/cuda-graph-2026-12-06.json"  # all four models, before the traced act_sign backward
-TRACED_BACKWARD = "benchmarks/results/cuda-graph-2026-12-06-traced-backward.json"  # the same, after it (two models)
+CUDA_GRAPH = "studies/results/cuda-graph/cuda-graph-2026-12-06.json"  # all four models, before the traced backward
+TRACED_BACKWARD = "studies/results/cuda-graph/cuda-graph-2026-12-06-traced-backward.json"  # after it, two models
+PREDICTED = {"Inductor kernels": lambda row: str(row["inductor_kernels"]),  # columns both prediction tables show
+             "GB / step": lambda row: f"{row['bytes_per_step'] / 1e9:.2f}",
+             "predicted ms": lambda row: f"{row['predicted_step_ms']:.2f}",
+             "÷ fp twin": lambda row: f"{row['predicted_vs_fp_twin']:.2f}",
+             "÷ eager fp32 ref": lambda row: f"{row['predicted_vs_eager_reference']:.2f}"}
 
 
 def cuda_graph_rows(root: Path, path: str) -> list[dict]:
-    return [row for row in load(root, path)["rows"] if row["precision"] == "bf16" and row["arch"] == "sm_90"]
+    return [row for row in newest(root, path)[1]["rows"] if row["precision"] == "bf16" and row["arch"] == "sm_90"]
 
 
-@renderer("cuda-graph")
 def cuda_graph(root: Path) -> str:
-    rows = [[row["model"], str(row["batch"]), str(row["inductor_kernels"]), f"{row['launches_per_step']:,}",
-             f"{row['bytes_per_step'] / 1e9:.2f}", str(row["max_registers"]), str(len(row["spilling_kernels"]) or "none"),
-             f"{row['predicted_step_ms']:.2f}", f"{row['predicted_vs_fp_twin']:.2f}",
-             f"{row['predicted_vs_eager_reference']:.2f}"] for row in cuda_graph_rows(root, CUDA_GRAPH)]
-    header = ["model", "batch", "Inductor kernels", "launches / step", "GB / step", "max registers", "spilling",
-              "predicted ms", "÷ fp twin", "÷ eager fp32 ref"]
+    rows = [[row["model"], row["batch"], f"{row['launches_per_step']:,}", row["max_registers"],
+             len(row["spilling_kernels"]) or "none", *(cell(row) for cell in PREDICTED.values())]
+            for row in cuda_graph_rows(root, CUDA_GRAPH)]
+    header = ["model", "batch", "launches / step", "max registers", "spilling", *PREDICTED]
     return f"{table(header, rows)}\nbf16, sm_90, predictions; `{CUDA_GRAPH}`\n"
 
 
-@renderer("cuda-graph-fusion")
 def cuda_graph_fusion(root: Path) -> str:
-    rows = []
-    for row in cuda_graph_rows(root, CUDA_GRAPH):
-        cells = [row["model"]]
-        for graph in ("forward", "backward"):
-            for provider in ("ops", "reference"):
-                cost = row["ops_vs_inductor_reference"][graph][provider]
-                cells.append(f"{cost['bytes'] / 1e6:,.0f} / {cost['launches']}")
-        rows.append(cells)
-    header = ["model", "forward: custom ops", "forward: Inductor on reference", "backward: custom ops",
-              "backward: Inductor on reference"]
+    graphs = [(graph, provider) for graph in ("forward", "backward") for provider in ("ops", "reference")]
+    rows = [[row["model"], *(f"{cost['bytes'] / 1e6:,.0f} / {cost['launches']}" for graph, provider in graphs
+                             for cost in [row["ops_vs_inductor_reference"][graph][provider]])]
+            for row in cuda_graph_rows(root, CUDA_GRAPH)]
+    providers = {"ops": "custom ops", "reference": "Inductor on reference"}
+    header = ["model", *(f"{graph}: {providers[provider]}" for graph, provider in graphs)]
     return f"{table(header, rows)}\nMB moved / launches per graph, bf16, sm_90; `{CUDA_GRAPH}`\n"
 
 
-@renderer("traced-backward")
 def traced_backward(root: Path) -> str:
     before = {row["model"]: row for row in cuda_graph_rows(root, CUDA_GRAPH)}
-    rows = []
-    for after in cuda_graph_rows(root, TRACED_BACKWARD):
-        old = before[after["model"]]
-        rows.append([after["model"], f"{old['inductor_kernels']} → {after['inductor_kernels']}",
-                     f"{old['bytes_per_step'] / 1e9:.2f} → {after['bytes_per_step'] / 1e9:.2f}",
-                     f"{old['predicted_step_ms']:.2f} → {after['predicted_step_ms']:.2f}",
-                     f"{old['predicted_vs_fp_twin']:.2f} → {after['predicted_vs_fp_twin']:.2f}",
-                     f"{old['predicted_vs_eager_reference']:.2f} → {after['predicted_vs_eager_reference']:.2f}"])
-    header = ["model", "Inductor kernels", "GB / step", "predicted ms", "÷ fp twin", "÷ eager fp32 ref"]
-    return f"{table(header, rows)}\nbf16, sm_90, predictions, Triton backward → traced backward; `{TRACED_BACKWARD}`\n"
-
-
-# --- the code -----------------------------------------------------------------------------------------------------
-
-@renderer("cost")
-def cost(root: Path) -> str:
-    from sdbnn.deploy import cost as cost_counting
-    from sdbnn.deploy.cost_table import markdown_table
-
-    return markdown_table([cost_counting.summary(name) for name in PAPER_MODELS]) + "\n"
+    rows = [[after["model"], *(f"{cell(before[after['model']])} → {cell(after)}" for cell in PREDICTED.values())]
+            for after in cuda_graph_rows(root, TRACED_BACKWARD)]
+    return (f"{table(['model', *PREDICTED], rows)}\nbf16, sm_90, predictions, Triton backward → traced backward; "
+            f"`{TRACED_BACKWARD}`\n")
 
 
 PAPER_MODELS = ["resnet20", "vgg_small", "resnet18_cifar", "resnet18_imagenet"]
 
 
-@renderer("packed")
+def cost(root: Path) -> str:
+    from sdbnn.deploy import cost as cost_counting
+    from sdbnn.deploy.cost_table import markdown_table
+    return markdown_table([cost_counting.summary(name) for name in PAPER_MODELS]) + "\n"
+
+
 def packed(root: Path) -> str:
-    import torch
-    from safetensors.torch import save_file
-
-    import sdbnn
-
+    from safetensors.torch import save
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in PAPER_MODELS:
             torch.manual_seed(0)
-            model = sdbnn.create_model(name)
-            plain, bits = Path(folder) / f"{name}.safetensors", Path(folder) / f"{name}.sdbnn.safetensors"
-            save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(plain))
-            sdbnn.export_packed(model, bits, config=name)
-            ratio = plain.stat().st_size / bits.stat().st_size
-            rows.append([f"`{name}`", f"{plain.stat().st_size:,} B", f"{bits.stat().st_size:,} B", f"1/{ratio:.1f}"])
+            model, path = sdbnn.create_model(name), Path(folder) / f"{name}.sdbnn.safetensors"
+            plain = len(save({key: value.contiguous() for key, value in model.state_dict().items()}))
+            sdbnn.export_packed(model, path, config=name)
+            bits = path.stat().st_size
+            rows.append([f"`{name}`", f"{plain:,} B", f"{bits:,} B", f"1/{plain / bits:.1f}"])
     return table(["model", "`model.safetensors` (fp32)", "packed", "ratio"], rows)
 
 
-@renderer("models")
-def models(root: Path) -> str:
-    from sdbnn.models import list_models, model_spec
-
-    rows = [[f"`{name}`", model_spec(name).summary.split(" (")[0], f"{parameter_count(name):,}"]
-            for name in [*PAPER_MODELS, "resnet34"]]
-    twins = [name for name in list_models() if name.endswith("_fp")]
-    rows.append([f"`<name>_fp` ({len(twins)})", "full-precision twin of each SD-BNN model", ""])
-    return table(["name", "what", "parameters"], rows)
-
-
-def parameter_count(name: str) -> int:
-    import torch
-
-    import sdbnn
-
-    with torch.device("meta"):
-        return sum(p.numel() for p in sdbnn.create_model(name).parameters())
-
-
-@renderer("architectures")
 def architectures(root: Path) -> str:
-    import torch
-
-    import sdbnn
-    from sdbnn.layers import SDConv2d, SEGate
-
-    names = {"SD-BNN ": "", " for CIFAR": " (CIFAR)"}
+    names = {"ede": "EDE", "approx": "ApproxSign", "clip": "clip-STE", "ste": "STE"}
     rows = []
     for name in [*PAPER_MODELS, "resnet34"]:
         with torch.device("meta"):
             model = sdbnn.create_model(name)
         convs = [m for m in model.modules() if isinstance(m, SDConv2d)]
-        gates = [(m.gate.reduce.in_features, m.gate.reduce.out_features) for m in convs if isinstance(m.gate, SEGate)]
-        widths = ", ".join(f"{c}→{h}" for c, h in sorted(set(gates)))
-        reduction = f"{convs[0].se_reduction}: {widths}" if gates else "—"
-        surrogates = f"{SURROGATE_NAMES[convs[0].act_surrogate]} / {SURROGATE_NAMES[convs[0].weight_surrogate]}" \
-            if convs else "—"
-        label = sdbnn.models.model_spec(name).summary.split(" (")[0]
-        for old, new in names.items():
-            label = label.replace(old, new)
-        rows.append([label, f"`{name}`", f"{parameter_count(name):,}", str(len(convs)), reduction, surrogates])
-    header = ["model", "`create_model` name", "parameters", "SD convs", "ASD r: hidden widths (Cin → Cin//r)",
-              "surrogates (act / weight)"]
-    return table(header, rows)
+        gates = sorted({(m.gate.reduce.in_features, m.gate.reduce.out_features)
+                        for m in convs if isinstance(m.gate, SEGate)})
+        reduction = f"{convs[0].se_reduction}: {', '.join(f'{c}→{h}' for c, h in gates)}" if gates else "—"
+        surrogates = next((f"{names[c.act_surrogate]} / {names[c.weight_surrogate]}" for c in convs), "—")
+        rows.append([sdbnn.models.model_spec(name).summary.split(" (")[0], f"`{name}`",
+                     f"{sum(p.numel() for p in model.parameters()):,}", len(convs), reduction, surrogates])
+    return table(["model", "`create_model` name", "parameters", "SD convs", "ASD r: hidden widths (Cin → Cin//r)",
+                  "surrogates (act / weight)"], rows)
 
 
-SURROGATE_NAMES = {"ede": "EDE", "approx": "ApproxSign", "clip": "clip-STE", "ste": "STE"}
-CIFAR_RECIPES = {"ResNet-20": "cifar10_resnet20", "ResNet-18 CIFAR": "cifar10_resnet18_cifar",
-                 "VGG-Small": "cifar10_vgg_small"}
+CIFAR_RECIPES = {"ResNet-20": "resnet20", "ResNet-18": "resnet18_cifar", "VGG-Small": "vgg_small"}
 
 
-def recipe(root: Path, name: str) -> dict:
-    from sdbnn.engine.config import load_recipe
-
-    return load_recipe(root / "launch" / "configs" / f"{name}.yaml")
-
-
-def paper(root: Path, name: str) -> dict:
-    from sdbnn.engine.config import load_paper_result
-
-    return load_paper_result(root / "launch" / "configs" / f"{name}.yaml")
-
-
-def number(value: float | None) -> str:
-    return "" if value is None else f"{value:g}"
-
-
-@renderer("cifar-recipes")
 def cifar_recipes(root: Path) -> str:
-    rows = [[label.split(" CIFAR")[0], f"{recipe(root, name)['lr']:g}", str(recipe(root, name)["epochs"]),
-             f"{recipe(root, name)['t_min']:.0e}".replace("e-0", "e-"), f"`launch/configs/{name}.yaml`"]
-            for label, name in CIFAR_RECIPES.items()]
+    rows = [[label, f"{values['lr']:g}", values["epochs"], f"{values['t_min']:g}", f"`{path}`"]
+            for label, name in CIFAR_RECIPES.items() for path in [f"launch/configs/cifar10_{name}.yaml"]
+            for values in [load_recipe(root / path)]]
     return table(["model", "lr", "epochs", "Tmin", "recipe file"], rows)
 
 
-@renderer("ede-schedule")
 def ede_schedule_table(root: Path) -> str:
-    from sdbnn import ede_schedule
-
     rows = []
     for label, name in CIFAR_RECIPES.items():
-        epochs, t_min = recipe(root, name)["epochs"], recipe(root, name)["t_min"]
-        schedule = [ede_schedule(epoch, epochs, t_min) for epoch in range(epochs)]
-
-        def first_reaching(t_value: float) -> str:
-            epoch = next(e for e, (_, t) in enumerate(schedule) if t >= t_value * (1 - 1e-9))
-            return f"e = {epoch}, k = {schedule[epoch][0]:g}"
-
-        k0, t0 = schedule[0]
-        k_last, t_last = schedule[-1]
-        rows.append([f"{label} ({epochs}), Tmin {t_min:.0e}".replace("e-0", "e-"), f"t = {t0:g}, k = {k0:g}",
-                     first_reaching(0.1), first_reaching(1.0), f"e = {epochs - 1}: t ≈ {t_last:.2f}, k = {k_last:g}"])
+        epochs, t_min = (load_recipe(root / f"launch/configs/cifar10_{name}.yaml")[key] for key in ("epochs", "t_min"))
+        schedule = [sdbnn.ede_schedule(epoch, epochs, t_min) for epoch in range(epochs)]
+        first = lambda t_value: next(f"e = {e}, k = {k:g}" for e, (k, t) in enumerate(schedule)
+                                     if t >= t_value * (1 - 1e-9))
+        (k0, t0), (k_last, t_last) = schedule[0], schedule[-1]
+        rows.append([f"{label} ({epochs}), Tmin {t_min:g}", f"t = {t0:g}, k = {k0:g}", first(0.1), first(1.0),
+                     f"e = {epochs - 1}: t ≈ {t_last:.2f}, k = {k_last:g}"])
     return table(["model (E)", "e = 0", "first t ≥ 0.1", "first t ≥ 1", "last epoch"], rows)
 
 
-PUBLISHED = ["cifar10_resnet20", "cifar10_vgg_small", "cifar10_resnet18_cifar", "imagenet_stage2", "imagenet_stage1"]
-
-
-@renderer("published-results")
 def published_results(root: Path) -> str:
-    rows = []
-    for name in PUBLISHED:
-        result = paper(root, name)
-        rows.append([result["row"], number(result["top1"]), number(result.get("top5")),
-                     number(result.get("irnet_top1")), result["epoch"], f"`{name}`"])
+    number = lambda value: "" if value is None else f"{value:g}"
+    names = ["cifar10_resnet20", "cifar10_vgg_small", "cifar10_resnet18_cifar", "imagenet_stage2", "imagenet_stage1"]
+    rows = [[paper["row"], *(number(paper.get(key)) for key in ("top1", "top5", "irnet_top1")), paper["epoch"],
+             f"`{name}`"] for name in names for paper in [load_paper_result(root / f"launch/configs/{name}.yaml")]]
     return table(["row", "top-1", "top-5", "IR-Net top-1", "reported", "recipe"], rows)
 
 
-@renderer("gpu-session")
 def gpu_session(root: Path) -> str:
     from benchmarks.gpu_session.__main__ import STAGES
     from benchmarks.gpu_session.plan import COMPILE_S, GPU_PLAN
     from sdbnn import testing
-
     budgets = {name: stage.budget(GPU_PLAN) for name, stage in STAGES.items() if stage.budget(GPU_PLAN)}
     hard_limit = re.search(r"GPU_SESSION_HARD_LIMIT_S:-(\d+)", (root / "benchmarks/gpu_session.sh").read_text())[1]
     return "\n".join([
@@ -407,9 +237,24 @@ def gpu_session(root: Path) -> str:
     ]) + "\n"
 
 
-# --- the command --------------------------------------------------------------------------------------------------
+# every generated block's name -> function(repository root) -> the block's text
+RENDERERS: dict[str, Callable[[Path], str]] = {
+    "precision": partial(variant_table, pattern="studies/results/precision/bf16-digits30-*.json", per_seed=True),
+    "ablations-paper": partial(variant_table, pattern="studies/results/ablations/digits15-paper-*.json"),
+    "ablations-stable": partial(variant_table, pattern="studies/results/ablations/digits15-stable-*.json"),
+    "late-epoch": late_epoch, "demo": partial(late_epoch, settings=["digits15"]), "loaders": loaders,
+    "performance": performance, "kernel-resources": kernel_resources, "cuda-graph": cuda_graph,
+    "cuda-graph-fusion": cuda_graph_fusion, "traced-backward": traced_backward, "cost": cost, "packed": packed,
+    "architectures": architectures, "cifar-recipes": cifar_recipes, "ede-schedule": ede_schedule_table,
+    "published-results": published_results, "gpu-session": gpu_session,
+}
 
-def render_document(text: str, root: Path, cache: dict[str, str], only: set[str] | None = None) -> str:
+
+def stale_documents(root: Path, write: bool, only: set[str] | None = None) -> list[Path]:
+    """The documents whose generated blocks differ from what they render (rewritten when ``write``); ``only``: render
+    just these blocks. Raises ValueError when a renderer has no block anywhere (a table that left the docs)."""
+    cache: dict[str, str] = {}
+
     def replace(match: re.Match) -> str:
         name = match["name"]
         if name not in RENDERERS:
@@ -418,25 +263,17 @@ def render_document(text: str, root: Path, cache: dict[str, str], only: set[str]
             return match[0]
         if name not in cache:
             cache[name] = RENDERERS[name](root)
-        return match[1] + cache[name] + match[4]
-    return BLOCK.sub(replace, text)
+        return match[1] + cache[name] + match[3]
 
-
-def stale_documents(root: Path, write: bool, only: set[str] | None = None) -> list[Path]:
-    """The documents whose generated blocks differ from what the result files and the code give (rewritten when
-    ``write``); ``only``: render just these blocks. Raises ValueError when a renderer has no block anywhere (a table
-    that left the docs)."""
-    cache: dict[str, str] = {}
     stale = []
-    for path in documents(root):
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         text = path.read_text()
-        rendered = render_document(text, root, cache, only)
-        if rendered != text:
+        if (rendered := BLOCK.sub(replace, text)) != text:
             stale.append(path)
             if write:
                 path.write_text(rendered)
-    if only is None and set(RENDERERS) - set(cache):
-        raise ValueError(f"renderers with no block in any document: {', '.join(sorted(set(RENDERERS) - set(cache)))}")
+    if only is None and (unused := set(RENDERERS) - set(cache)):
+        raise ValueError(f"renderers with no block in any document: {', '.join(sorted(unused))}")
     return stale
 
 
@@ -447,18 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="the repository (default: this one)")
     args = parser.parse_args(argv)
     try:
-        stale = stale_documents(args.root, write=not args.check)
+        stale = ", ".join(str(path.relative_to(args.root)) for path in stale_documents(args.root, not args.check))
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    names = ", ".join(str(path.relative_to(args.root)) for path in stale)
-    if args.check:
-        if stale:
-            print(f"out of date (run python -m benchmarks.readme): {names}", file=sys.stderr)
-            return 1
-        print("every generated block is up to date")
-    else:
-        print(f"rewrote {names}" if stale else "every generated block was up to date")
+    if args.check and stale:
+        print(f"out of date (run python -m benchmarks.readme): {stale}", file=sys.stderr)
+        return 1
+    print(f"rewrote {stale}" if stale else "every generated block is up to date")
     return 0
 
 
