@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What a session with a lent GPU runs, as one call from the source tree (nothing installed there; PYTHONPATH=.):
-# the stages of benchmarks/gpu_session/ in priority order within a ~6-minute budget (see its docstring and
-# docs/benchmarks.md). Results (JSON, markdown) go to $OUT (the device tool's folder) or
-# benchmarks/results, rewritten as each stage ends; the whole output is also logged there as gpu-session.log.
+# the stages of benchmarks/gpu_session/ in priority order within a ~6-minute budget (docs/benchmarks.md §The GPU
+# session). Results (JSON, markdown) go to $OUT (the device tool's folder) or benchmarks/results, rewritten as each
+# stage ends; the whole output is also logged there as gpu-session.log.
 # Arguments go to the Python module:
 #   bash benchmarks/gpu_session.sh                          # the GPU run
 #   bash benchmarks/gpu_session.sh --tiny                   # CPU, tiny sizes (what the test suite runs)

@@ -126,7 +126,7 @@ def _act_sign_grad_traced(grad: Tensor, x: Tensor, shift: Tensor | None, k: Tens
     surrogate gradient inside the kernels that already read the incoming gradient (the activation's backward, the
     residual add, the shift's reduction) instead of a separate pass writing dx. Compiled for sm_90 without a GPU, this
     moves fewer bytes per step than the Triton backward in three of the four paper models, and removes one launch per
-    binary layer (benchmarks/results/cuda-graph-*.md); the forward keeps the Triton kernel, which moves fewer bytes
+    binary layer (studies/results/cuda-graph/); the forward keeps the Triton kernel, which moves fewer bytes
     than Inductor's in every model."""
     shifted = _shifted_activation(x, shift)
     dx = grad.to(shifted.dtype) * reference.surrogate_derivative(shifted, surrogate, k, t)

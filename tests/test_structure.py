@@ -1,5 +1,5 @@
 """The shape of the code base: imports point down the layers of docs/architecture.md §Layers, no import cycle anywhere,
-no sys.path edits, no module over 500 lines."""
+no sys.path edits, no module over 500 lines, benchmarks/ within its line budget."""
 
 import ast
 import gc
@@ -20,6 +20,7 @@ def parse(path):
             gc.enable()
 
 MAX_LINES = 500
+BENCHMARKS_MAX_LINES = 2000  # benchmarks/ measures the product; one-off questions go to studies/
 # folders installed under sdbnn's namespace (pyproject.toml's package-dir)
 NAMESPACED = {"kernels": "sdbnn.kernels", "pipelines": "sdbnn.pipelines", "sdbnn": "sdbnn"}
 NOT_SOURCE = {"build", "dist", "runs", "__pycache__"}
@@ -229,3 +230,10 @@ def test_no_module_over_500_lines():
     long = {str(path.relative_to(ROOT)): count for path in files
             if (count := len(path.read_text().splitlines())) > MAX_LINES}
     assert long == {}, f"split these modules (over {MAX_LINES} lines): {long}"
+
+
+def test_benchmarks_stay_within_their_line_budget():
+    counts = {str(path.relative_to(ROOT)): len(path.read_text().splitlines()) for path in python_files()
+              if path.relative_to(ROOT).parts[0] == "benchmarks"}
+    assert "benchmarks/common.py" in counts
+    assert sum(counts.values()) <= BENCHMARKS_MAX_LINES, f"benchmarks/ is {sum(counts.values())} lines: {counts}"

@@ -1,9 +1,7 @@
-"""`python -m benchmarks.gpu_session`: the stages in priority order, each under its budget (see the package
-docstring), through the runner of `python -m benchmarks` (`benchmarks.common.run_sections`)."""
+"""`python -m benchmarks.gpu_session`: the stages in priority order through `benchmarks.common.run_sections`."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -16,25 +14,20 @@ from benchmarks.gpu_session.plan import GPU_PLAN, TINY_PLAN, Session
 
 # priority order: what the README's claims need most runs first
 STAGES = {stage.name: stage for stage in (stages.PREFLIGHT, stages.CORRECTNESS, stages.FUSED_OPS, stages.TRAINING,
-                                          stages.TRAINER, targets.PREDICTIONS, stages.GPU_TESTS, targets.TARGETS)}
-ROOT = Path(__file__).resolve().parents[2]
+                                          stages.TRAINER, targets.TARGETS)}
 
 
 def main(argv: list[str] | None = None) -> int:
     prog = "python -m benchmarks.gpu_session"
-    parser = common.parser(prog, gpu_session.__doc__, list(STAGES),
-                           Path(os.environ.get("OUT") or ROOT / "benchmarks" / "results"))
+    out = Path(os.environ.get("OUT") or Path(__file__).resolve().parents[2] / "benchmarks" / "results")
+    parser = common.parser(prog, gpu_session.__doc__, list(STAGES), out)
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (the CPU run the test suite does)")
-    parser.add_argument("--compile-backend", help="torch.compile backend for the models and the compiled reference "
-                                                  "(default: inductor; aot_eager with --tiny)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type != "cuda" and not args.tiny:
         print("no CUDA device: the full session needs a GPU; run with --tiny for the CPU smoke run", file=sys.stderr)
         return 2
     plan = TINY_PLAN if args.tiny else GPU_PLAN
-    if args.compile_backend:
-        plan = dataclasses.replace(plan, compile_backend=args.compile_backend)
     budgets = common.budgets(parser, args, {name: stage.budget(plan) for name, stage in STAGES.items()})
     names = [name for name in STAGES if name in args.only]
     total_s = sum(budgets[name] for name in names) if args.total_s is None else args.total_s
@@ -51,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         report.notes.append(f"CPU tiny run: compiled paths use the {plan.compile_backend} backend and the Trainer runs "
                             "without compile; it checks that every stage runs, not speed.")
-    common.log(f"GPU session on {report.result['device']} ({'tiny' if args.tiny else 'full'}), total budget "
-               f"{total_s:.0f} s, results in {args.out / report.stem}.json/.md")
+    common.log(f"GPU session on {report.result['device']}, total budget {total_s:.0f} s, results in "
+               f"{args.out / report.stem}.json/.md")
     session = Session(plan, device, report)
     sections = {name: (STAGES[name].title, lambda section, stage=STAGES[name]: stage.run(section, session),
                        STAGES[name].table) for name in names}

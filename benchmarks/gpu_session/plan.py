@@ -1,5 +1,4 @@
-"""What the stages of a GPU session share: the plan (the GPU run or the tiny CPU run), the session state, and the
-shape of a stage. Budgets, skips, reports and the runner are `benchmarks.common`'s."""
+"""What the stages of a GPU session share: the plan (GPU run or tiny CPU run), the session state, the Stage record."""
 
 from __future__ import annotations
 
@@ -10,34 +9,26 @@ import torch
 
 from benchmarks.common import Report, Section
 
-# ResNet-18 ImageNet's binary layers: (channels, height, width); weights are (C, C, 3, 3).
-RESNET18_LAYERS = [(64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)]
 # seconds one torch.compile of a model takes on the GPU (correctness and training both compile models)
 COMPILE_S = {"resnet20": 30, "resnet18_imagenet": 75}
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """The sizes every stage uses: the GPU run, or the tiny CPU run (--tiny). A stage's own sizes and budgets are
-    chosen with `pick`."""
-
     tiny: bool
     compile_backend: str
-    layers: list  # ResNet-18 layers (channels, height, width) the op checks and op benchmarks use
+    layers: list  # binary layers (channels, height, width) the op checks and op benchmarks use; weights (C, C, 3, 3)
     model_cases: dict  # model -> (batch, resolution, optimizer, recipe) as in benchmarks/training.py
 
     def pick(self, gpu, tiny):
-        """The GPU run's value, or the tiny run's."""
         return tiny if self.tiny else gpu
 
-    def estimate(self, seconds: float) -> float:
-        """Expected seconds of a piece of work on the GPU, checked against the budget before it starts; the tiny run
-        starts everything (its budgets only bound the whole)."""
+    def estimate(self, seconds: float) -> float:  # the tiny run starts everything: its budgets only bound the whole
         return 0.0 if self.tiny else seconds
 
 
-GPU_PLAN = Plan(
-    tiny=False, compile_backend="inductor", layers=RESNET18_LAYERS,
+GPU_PLAN = Plan(  # ResNet-18 ImageNet's binary layers
+    tiny=False, compile_backend="inductor", layers=[(64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)],
     model_cases={"resnet20": (128, 32, "sgd", "cifar10_resnet20"), "resnet18_imagenet": (256, 224, "adam", None)},
 )
 TINY_PLAN = Plan(
@@ -60,15 +51,13 @@ class Session:
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One stage: what it measures (``run``), its budget on the GPU and in the tiny run (seconds; 0: only when given
-    one with --budget), and its report rows (``table``: markdown from the stage's data)."""
+    """A stage: ``run`` measures, ``table`` renders its data as markdown."""
 
     name: str
     title: str
     run: Callable[[Section, Session], None]
     table: Callable[[dict], str]
-    budget_s: float
-    tiny_budget_s: float
+    budgets_s: tuple[float, float]  # (GPU, tiny)
 
     def budget(self, plan: Plan) -> float:
-        return plan.pick(self.budget_s, self.tiny_budget_s)
+        return plan.pick(*self.budgets_s)

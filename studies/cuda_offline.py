@@ -1,5 +1,5 @@
 """Inductor lowering for a CUDA target on a machine without a GPU: every torch/triton internal patched for it, in one
-place (`_patches`, each with its reason). Used by `benchmarks.cuda_graph` only; nothing here runs in training.
+place (`_patches`, each with its reason). Used by `studies.cuda_graph` only; nothing here runs in training.
 
 Tested with torch 2.14.1 + triton 3.8.0. `check` resolves every internal patched or used here before anything is
 patched: one that has moved stops the run with one message naming it. Besides the patches, for the duration of
@@ -96,7 +96,7 @@ def _patches(arch: int = 90, compile_kernels: bool = True) -> list[tuple[str, st
         # compile every config, never load
         ("torch._inductor.runtime.triton_heuristics", "CachingAutotuner.precompile",
          lambda self, *args, **kwargs: _record_compile(self, compile_kernels)),
-        # CUDA autocast switches itself off without a driver (for `benchmarks.cuda_graph.autocast_check`)
+        # CUDA autocast switches itself off without a driver (for `studies.cuda_graph.autocast_check`)
         ("torch.cuda.amp.common", "amp_definitely_not_available", answer(False)),
         # without a driver torch takes its slow native convolution, whose output is NCHW, and the fake convolution's
         # layout follows the backend: a GPU runs cuDNN, channels_last for a channels_last input (the fallback's
@@ -118,7 +118,7 @@ def check() -> None:
             missing.append(f"{module}.{path}")
     if missing:
         raise InternalsMoved(
-            f"benchmarks/cuda_offline.py patches torch/triton internals that moved in torch {torch.__version__} / "
+            f"studies/cuda_offline.py patches torch/triton internals that moved in torch {torch.__version__} / "
             f"triton {triton.__version__} (tested with {TESTED_WITH}): {', '.join(missing)}")
 
 
@@ -161,7 +161,7 @@ def cuda_decompositions() -> dict:
     torch 2.14's torch/_inductor/decomposition.py, coordinate-descent tuning off): on CUDA an mm or addmm whose inner
     dimension is 1 becomes a broadcast product, and none of the CPU-only rules (small-tensor products, 1×K·K×1 sums)
     apply. The batch-norm decomposition's CPU branch (saved mean/rstd cast to the input dtype: C-element tensors)
-    stays; `benchmarks.cuda_graph` reports it."""
+    stays; `studies.cuda_graph` reports it."""
     import torch
     from torch._inductor.decomposition import pw_cast_for_opmath, select_decomp_table
     from torch.fx.experimental.symbolic_shapes import statically_known_true as known

@@ -1,11 +1,11 @@
 """The CUDA training graph compiled for sm_90 / sm_80 on a CPU-only machine, and the H100 step it predicts.
 
-    python -m benchmarks.cuda_graph                                        # 4 models × bf16, fp32 × sm_90, sm_80
-    python -m benchmarks.cuda_graph --arch 90 --models resnet20 --precision bf16 --out /tmp/cg
+    python -m studies.cuda_graph                                        # 4 models × bf16, fp32 × sm_90, sm_80
+    python -m studies.cuda_graph --arch 90 --models resnet20 --precision bf16 --out /tmp/cg
 
 Each model at its recipe's per-device batch and image size, channels_last, compiled as the Trainer compiles it on
 CUDA (`torch.compile(model, fullgraph=True)`, Inductor), forward and backward, Inductor's kernels compiled to cubin
-for the target (`benchmarks.cuda_offline` holds every patch of torch internals). The C++ autograd engine runs no
+for the target (`studies.cuda_offline` holds every patch of torch internals). The C++ autograd engine runs no
 backward on fake CUDA tensors, so the step is traced on CPU (bf16: CPU autocast, checked against CUDA autocast by
 `autocast_check`) up to AOTAutograd's partitioned graphs, each then moved to cuda:0 and lowered by Inductor for the
 target. The predicted H100 time counts bytes, FLOPs and launches (`graph_cost`, `eager_cost`). Predictions, not
@@ -112,7 +112,7 @@ def compile_step(model_name: str, batch: int, size: int, precision: str, arch: i
     from torch._guards import detect_fake_mode
     from torch._inductor.compile_fx import compile_fx, compile_fx_inner
 
-    from benchmarks import cuda_offline
+    from studies import cuda_offline
 
     torch._dynamo.reset()
     counters.clear()
@@ -165,7 +165,7 @@ def autocast_check(model_name: str, batch: int, size: int) -> dict:
     must be the same, or the CPU-traced bf16 graph is not the one a GPU would build."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from benchmarks import cuda_offline
+    from studies import cuda_offline
 
     def trace(device: str) -> list:
         with FakeTensorMode(allow_non_fake_inputs=True):
@@ -417,7 +417,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cuda_graph", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m studies.cuda_graph", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", nargs="+", type=int, default=[90, 80], choices=[80, 90])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, help="override the recipes' per-device batch (tests)")
     parser.add_argument("--no-extras", action="store_true",
                         help="skip the fp twin, the reference compile and the eager reference (no ratios)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "studies" / "results" / "cuda-graph")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sdbnn-cuda-graph",
                         help="private Triton/Inductor caches, one folder per row (the cubins land there)")
     parser.add_argument("--resume", type=Path, help="a result JSON whose rows are kept (those rows are not redone)")
@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("unset TRITON_INTERPRET: the kernels must be compiled, not interpreted")
-    from benchmarks import cuda_offline
+    from studies import cuda_offline
 
     cuda_offline.check()
     rows = [row for row in json.loads(args.resume.read_text())["rows"] if "error" not in row] if args.resume else []
@@ -468,7 +468,7 @@ def _run_row(args, model: str, precision: str, arch: int, extras: bool) -> dict:
     env = {**os.environ, "TRITON_CACHE_DIR": str(cache / "triton"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("TRITON_INTERPRET", None)
-    command = [sys.executable, "-m", "benchmarks.cuda_graph", "--row", model, precision, str(arch)]
+    command = [sys.executable, "-m", "studies.cuda_graph", "--row", model, precision, str(arch)]
     command += (["--batch", str(args.batch)] if args.batch else []) + ([] if extras else ["--no-extras"])
     print(f"compiling {model} {precision} sm_{arch} ...", flush=True)
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -489,7 +489,7 @@ def _write(args, argv, rows: list[dict]) -> None:
     from sdbnn.provenance import commit
 
     result = {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "triton": triton.__version__,
-              **commit(), "command": " ".join(["python -m benchmarks.cuda_graph", *(argv or sys.argv[1:])]),
+              **commit(), "command": " ".join(["python -m studies.cuda_graph", *(argv or sys.argv[1:])]),
               "constants": {"hbm_bytes_per_s": HBM_BYTES_PER_S, "launch_us": LAUNCH_US, "eager_op_us": EAGER_OP_US,
                             "tensor_flops": {str(k): v for k, v in TENSOR_FLOPS.items()}, "fp32_flops": MM_FP32_FLOPS},
               "rows": rows}
